@@ -1,0 +1,5 @@
+import sys
+
+from bfn.cli import main
+
+sys.exit(main())

@@ -1,0 +1,96 @@
+"""The interface every Bayesian flow implements (Graves et al. 2023, §3).
+
+A flow holds the math of one data type and nothing else: no network, no device state, no I/O. Tensors carry a
+batch dim first; per-example times `t` have shape [B]; losses are per example, in nats, shape [B].
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from bfn.errors import DataError
+
+
+class BayesianFlow(ABC):
+    """Abstract Bayesian flow: input distribution, sender, Bayesian update, output distribution and losses."""
+
+    #: features per data variable that the network sees (F) and emits (G)
+    input_features: int
+    output_features: int
+    kind: str
+
+    # --- accuracy schedule -------------------------------------------------------------------------------
+    @abstractmethod
+    def beta(self, t: Tensor) -> Tensor:
+        """Accuracy schedule beta(t), the total accuracy received by time t (beta(0) = 0)."""
+
+    def accuracy(self, i: Tensor | int, n: int) -> Tensor:
+        """Accuracy alpha_i = beta(i/n) - beta((i-1)/n) of step i of n (Graves et al. 2023, eq. for alpha_i
+        in §4.5, §5.5, §6.5)."""
+        i_t = torch.as_tensor(i, dtype=torch.float64)
+        return (self.beta(i_t / n) - self.beta((i_t - 1) / n)).float()
+
+    def accuracy_between(self, t: Tensor, t_next: Tensor) -> Tensor:
+        """Accuracy received between times t and t_next, beta(t_next) - beta(t)."""
+        return self.beta(t_next) - self.beta(t)
+
+    # --- input side --------------------------------------------------------------------------------------
+    @abstractmethod
+    def prior(self, shape: tuple[int, ...], *, device: torch.device | str | None = None) -> Any:
+        """Input-distribution parameters theta_0 for a batch of data shape `shape` = (B, *S)."""
+
+    @abstractmethod
+    def flow_sample(self, x: Tensor, t: Tensor, *, generator: torch.Generator | None = None) -> Any:
+        """theta ~ p_F(theta | x; t), the Bayesian flow distribution (the network's training input)."""
+
+    @abstractmethod
+    def net_input(self, theta: Any, t: Tensor) -> Tensor:
+        """What the network sees for variable-wise parameters theta: shape [B, *S, F]."""
+
+    @abstractmethod
+    def sender(self, x: Tensor, alpha: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+        """y ~ p_S(y | x; alpha), the sender distribution."""
+
+    @abstractmethod
+    def update(self, theta: Any, y: Tensor, alpha: Tensor) -> Any:
+        """theta' = h(theta, y, alpha), the Bayesian update function."""
+
+    # --- output side -------------------------------------------------------------------------------------
+    @abstractmethod
+    def output_distribution(self, net_out: Tensor, theta: Any, t: Tensor) -> Any:
+        """p_O(. | theta; t) from the network output [B, *S, G]."""
+
+    @abstractmethod
+    def continuous_time_loss(self, x: Tensor, p_out: Any, t: Tensor) -> Tensor:
+        """L^inf(x) at time t, per example [B]."""
+
+    @abstractmethod
+    def discrete_time_loss(self, x: Tensor, p_out: Any, t: Tensor, n: int, *,
+                           generator: torch.Generator | None = None) -> Tensor:
+        """n-step loss L^n(x) for a step starting at t = (i-1)/n, per example [B] (one-sample estimate)."""
+
+    @abstractmethod
+    def reconstruction_loss(self, x: Tensor, p_out: Any) -> Tensor:
+        """L^r(x) = -ln p_O(x | theta; 1) per example [B] (p_out computed at t = 1)."""
+
+    # --- validation --------------------------------------------------------------------------------------
+    @abstractmethod
+    def validate(self, x: Tensor) -> None:
+        """Raise a one-line DataError when x is not valid data for this flow."""
+
+    def _validate_batch(self, x: Tensor) -> None:
+        if not isinstance(x, Tensor):
+            raise DataError(f"expected a torch.Tensor of data, got {type(x).__name__}")
+        if x.ndim < 2:
+            raise DataError(f"data must have a batch dim and at least one data dim, got shape {tuple(x.shape)}; "
+                            "use x.unsqueeze(-1) for scalar data")
+
+
+def check_times(t: Tensor, batch: int) -> None:
+    """Times must be a [B] tensor; a wrong shape is a programming error, not user input."""
+    if t.shape != (batch,):
+        raise ValueError(f"t must have shape ({batch},), got {tuple(t.shape)}")

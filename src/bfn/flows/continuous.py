@@ -1,0 +1,117 @@
+"""Bayesian flow for continuous data (Graves et al. 2023, §4)."""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from bfn.errors import ConfigError, DataError
+from bfn.flows.base import BayesianFlow
+from bfn.flows.distributions import PointMass
+from bfn.utils.tensors import append_dims, randn, sum_except_batch
+
+
+class GaussianParams(NamedTuple):
+    """Input distribution N(mean, 1/precision) per variable; precision is per example, shape [B]."""
+
+    mean: Tensor
+    precision: Tensor
+
+
+class ContinuousFlow(BayesianFlow):
+    """Continuous data with the schedule beta(t) = sigma_1^(-2t) - 1 (§4.5).
+
+    Args:
+        sigma_1: standard deviation of the input distribution at t = 1.
+        t_min: below this time the network's estimate is replaced by 0 (Algorithm 1-3, `t_min`).
+        x_range: clip x-hat into this interval (the paper's [x_min, x_max]); None to disable.
+    """
+
+    kind = "continuous"
+    input_features = 1
+    output_features = 1
+
+    def __init__(self, *, sigma_1: float = 0.001, t_min: float = 1e-6,
+                 x_range: tuple[float, float] | None = (-1.0, 1.0)) -> None:
+        if not 0 < sigma_1 < 1:
+            raise ConfigError(f"sigma_1 must lie in (0, 1), got {sigma_1}")
+        self.sigma_1 = float(sigma_1)
+        self.t_min = float(t_min)
+        self.x_range = tuple(x_range) if x_range is not None else None
+
+    # --- schedule ---------------------------------------------------------------------------------------
+    def beta(self, t: Tensor) -> Tensor:
+        """beta(t) = sigma_1^(-2t) - 1 (§4.5)."""
+        return self.sigma_1 ** (-2 * t) - 1
+
+    def gamma(self, t: Tensor) -> Tensor:
+        """gamma(t) = beta(t) / (1 + beta(t)) = 1 - sigma_1^(2t) (§4.5)."""
+        return 1 - self.sigma_1 ** (2 * t)
+
+    # --- input side -------------------------------------------------------------------------------------
+    def prior(self, shape: tuple[int, ...], *, device: torch.device | str | None = None) -> GaussianParams:
+        """theta_0 = (mu_0, rho_0) = (0, 1) (§4.1)."""
+        return GaussianParams(torch.zeros(shape, device=device), torch.ones(shape[0], device=device))
+
+    def flow_sample(self, x: Tensor, t: Tensor, *, generator: torch.Generator | None = None) -> GaussianParams:
+        """mu ~ p_F(mu | x; t) = N(gamma x, gamma (1 - gamma) I), rho = 1 + beta(t) (§4.4)."""
+        g = append_dims(self.gamma(t), x.ndim)
+        eps = randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        mean = g * x + (g * (1 - g)).sqrt() * eps
+        return GaussianParams(mean, 1 + self.beta(t))
+
+    def net_input(self, theta: GaussianParams, t: Tensor) -> Tensor:
+        return theta.mean.unsqueeze(-1)
+
+    def sender(self, x: Tensor, alpha: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+        """y ~ p_S(y | x; alpha) = N(x, alpha^-1 I) (§4.2)."""
+        std = append_dims(alpha, x.ndim).rsqrt()
+        return x + std * randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+
+    def update(self, theta: GaussianParams, y: Tensor, alpha: Tensor) -> GaussianParams:
+        """rho' = rho + alpha, mu' = (mu rho + y alpha) / rho' (§4.1, Bayesian update function)."""
+        alpha = alpha.expand_as(theta.precision)
+        rho = theta.precision + alpha
+        a, r0, r1 = (append_dims(v, y.ndim) for v in (alpha, theta.precision, rho))
+        return GaussianParams((theta.mean * r0 + y * a) / r1, rho)
+
+    # --- output side ------------------------------------------------------------------------------------
+    def x_hat(self, eps_hat: Tensor, mean: Tensor, t: Tensor) -> Tensor:
+        """x-hat = mu/gamma - sqrt((1-gamma)/gamma) eps-hat, 0 for t < t_min, clipped (§4.3)."""
+        g = append_dims(self.gamma(t), mean.ndim).clamp_min(1e-12)
+        x = mean / g - ((1 - g) / g).sqrt() * eps_hat
+        x = torch.where(append_dims(t, mean.ndim) < self.t_min, torch.zeros_like(x), x)
+        if self.x_range is not None:
+            x = x.clamp(*self.x_range)
+        return x
+
+    def output_distribution(self, net_out: Tensor, theta: GaussianParams, t: Tensor) -> PointMass:
+        return PointMass(self.x_hat(net_out[..., 0], theta.mean, t))
+
+    def continuous_time_loss(self, x: Tensor, p_out: PointMass, t: Tensor) -> Tensor:
+        """L^inf(x) = -ln(sigma_1) sigma_1^(-2t) ||x - x-hat(theta, t)||^2 (§4.11)."""
+        weight = -math.log(self.sigma_1) * self.sigma_1 ** (-2 * t)
+        return weight * sum_except_batch((x - p_out.mean) ** 2)
+
+    def discrete_time_loss(self, x: Tensor, p_out: PointMass, t: Tensor, n: int, *,
+                           generator: torch.Generator | None = None) -> Tensor:
+        """L^n(x) = n (1 - sigma_1^(2/n)) / (2 sigma_1^(2i/n)) ||x - x-hat(theta, t_{i-1})||^2, with
+        t = (i-1)/n: the closed-form Gaussian KL of sender and receiver times n (§4.10)."""
+        alpha = self.accuracy_between(t, t + 1.0 / n)
+        return n * alpha / 2 * sum_except_batch((x - p_out.mean) ** 2)
+
+    def reconstruction_loss(self, x: Tensor, p_out: PointMass) -> Tensor:
+        """L^r(x) = -ln N(x | x-hat(theta, 1), sigma_1^2 I) (§4.12)."""
+        var = self.sigma_1**2
+        nll = 0.5 * (x - p_out.mean) ** 2 / var + 0.5 * math.log(2 * math.pi * var)
+        return sum_except_batch(nll)
+
+    def validate(self, x: Tensor) -> None:
+        self._validate_batch(x)
+        if not x.is_floating_point():
+            raise DataError(f"continuous data must be a float tensor, got {x.dtype}")
+        if not torch.isfinite(x).all():
+            raise DataError("continuous data contains NaN or Inf; clean or drop those examples")

@@ -1,0 +1,121 @@
+"""Output distributions p_O(x | theta; t) of Bayesian Flow Networks, one small class per data type.
+
+Each class offers the same surface: `sample(generator)` (data format), `mode`, `mean` (in the sender's space:
+x-hat for continuous data, k-hat for discretized data, the class probabilities for discrete data) and, where it
+is defined, `log_prob(x)` per variable.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from bfn.utils.tensors import rand
+
+# Probabilities are clamped here before a log so that an impossible bin costs 27.6 nats, not infinity.
+PROB_FLOOR = 1e-12
+
+
+class PointMass:
+    """Continuous data: p_O is a delta at the network's estimate x-hat (Graves et al. 2023, §4.3)."""
+
+    def __init__(self, x_hat: Tensor) -> None:
+        self.x_hat = x_hat
+
+    @property
+    def mean(self) -> Tensor:
+        return self.x_hat
+
+    @property
+    def mode(self) -> Tensor:
+        return self.x_hat
+
+    def sample(self, generator: torch.Generator | None = None) -> Tensor:
+        return self.x_hat
+
+
+def bin_centres(num_bins: int, *, device: torch.device | str | None = None,
+                dtype: torch.dtype = torch.float32) -> Tensor:
+    """Centres k_c = (2k - 1)/K - 1, k = 1..K, of K equal bins on [-1, 1] (Graves et al. 2023, §5)."""
+    k = torch.arange(num_bins, device=device, dtype=dtype)
+    return (2 * k + 1) / num_bins - 1
+
+
+def bin_index(x: Tensor, num_bins: int) -> Tensor:
+    """Index k of the bin holding each value of x in [-1, 1] (inverse of `bin_centres`)."""
+    return ((x + 1) * num_bins / 2).floor().clamp(0, num_bins - 1).long()
+
+
+class DiscretizedGaussian:
+    """Discretised data: a Gaussian N(mu_x, sigma_x^2) integrated over K bins on [-1, 1], with the first
+    and last bin extended to -inf and +inf (the paper's clipping, Graves et al. 2023, §5.3).
+
+    Args:
+        mean: mu_x, shape [B, *S].
+        std: sigma_x, shape [B, *S].
+        num_bins: K.
+    """
+
+    def __init__(self, mean: Tensor, std: Tensor, num_bins: int) -> None:
+        self.num_bins = num_bins
+        self.centres = bin_centres(num_bins, device=mean.device, dtype=mean.dtype)  # [K]
+        edges = self.centres[1:] - 1.0 / num_bins  # the K-1 inner edges
+        z = (edges - mean.unsqueeze(-1)) / std.unsqueeze(-1)  # [B, *S, K-1]
+        cdf = 0.5 * (1 + torch.erf(z / math.sqrt(2)))
+        zeros = torch.zeros_like(cdf[..., :1])
+        cdf = torch.cat([zeros, cdf, torch.ones_like(zeros)], dim=-1)  # [B, *S, K+1]: G(-inf)=0 ... G(+inf)=1
+        self.probs = (cdf[..., 1:] - cdf[..., :-1]).clamp_min(0)  # [B, *S, K]
+
+    @property
+    def mean(self) -> Tensor:
+        """k-hat = sum_k p_O(k) k_c (Graves et al. 2023, §5.4)."""
+        return (self.probs * self.centres).sum(-1)
+
+    @property
+    def mode(self) -> Tensor:
+        return self.centres[self.probs.argmax(-1)]
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        """ln p_O(x) per variable for x at bin centres, shape [B, *S]."""
+        p = self.probs.gather(-1, bin_index(x, self.num_bins).unsqueeze(-1)).squeeze(-1)
+        return p.clamp_min(PROB_FLOOR).log()
+
+    def sample(self, generator: torch.Generator | None = None) -> Tensor:
+        return self.centres[sample_categorical(self.probs, generator)]
+
+
+class Categorical:
+    """Discrete data: independent categoricals over K classes from logits (Graves et al. 2023, §6.3)."""
+
+    def __init__(self, logits: Tensor) -> None:
+        self.logits = logits  # [B, *S, K]
+
+    @property
+    def probs(self) -> Tensor:
+        return self.logits.softmax(-1)
+
+    @property
+    def mean(self) -> Tensor:
+        """e-hat = sum_k p_O(k) e_k: the expected one-hot vector (Graves et al. 2023, §6.4)."""
+        return self.probs
+
+    @property
+    def mode(self) -> Tensor:
+        return self.logits.argmax(-1)
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        return F.log_softmax(self.logits, -1).gather(-1, x.long().unsqueeze(-1)).squeeze(-1)
+
+    def sample(self, generator: torch.Generator | None = None) -> Tensor:
+        return sample_categorical(self.probs, generator)
+
+
+def sample_categorical(probs: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Draw one class index per row of `probs` [..., K] by inverting the CDF with one uniform each."""
+    u = rand(probs.shape[:-1] + (1,), generator=generator, device=probs.device, dtype=probs.dtype)
+    cdf = probs.cumsum(-1)
+    idx = (u * cdf[..., -1:] > cdf).sum(-1)
+    return idx.clamp_max(probs.shape[-1] - 1)

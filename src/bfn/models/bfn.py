@@ -1,0 +1,151 @@
+"""`BFN`: glue between a Bayesian flow (the math) and a network (the function approximator)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from bfn.errors import ConfigError, DataError
+from bfn.flows.base import BayesianFlow
+from bfn.models.layout import Layout, from_network, to_network
+from bfn.samplers import Callback, get_sampler
+from bfn.samplers.base import FinalChoice, check_steps
+from bfn.utils.tensors import rand
+
+LossChoice = int | Literal["continuous"]
+
+
+class BFN(nn.Module):
+    """A Bayesian Flow Network (Graves et al. 2023): `flow` supplies every formula, `network` maps what it sees
+    of the input distribution and the time t to output parameters; see §3 for the general recipe.
+
+    Args:
+        network: any module with `forward(x, t, cond=None)`, sized for this flow's input/output features.
+        flow: a `ContinuousFlow`, `DiscretizedFlow` or `DiscreteFlow`.
+        data_shape: shape S of one example (without batch dim), e.g. (1, 28, 28).
+        layout: how [B, *S, F] reaches the network ("image", "sequence" or "flat").
+        num_labels: number of class labels for conditional models (None: unconditional).
+        loss: the training loss `forward` computes: "continuous" (L^inf) or a step count n (L^n).
+    """
+
+    def __init__(self, network: nn.Module, flow: BayesianFlow, *, data_shape: tuple[int, ...],
+                 layout: Layout = "flat", num_labels: int | None = None, loss: LossChoice = "continuous") -> None:
+        super().__init__()
+        self.network = network
+        self.flow = flow
+        self.data_shape = tuple(int(s) for s in data_shape)
+        self.layout = layout
+        self.num_labels = num_labels
+        self.train_loss: LossChoice = loss if loss == "continuous" else check_steps(int(loss))
+        self.config: dict[str, Any] = {}  # filled by models.hub.build_model for save_pretrained
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    # --- the network through the flow -------------------------------------------------------------------
+    def net_output(self, theta: Any, t: Tensor, cond: Tensor | None = None) -> Tensor:
+        """Raw network output for input parameters theta at times t, in the flow's layout [B, *S, G]."""
+        x = to_network(self.flow.net_input(theta, t), self.layout)
+        out = self.network(x, t, cond) if cond is not None else self.network(x, t)
+        return from_network(out, self.layout, self.data_shape, self.flow.output_features).float()
+
+    def output_distribution(self, theta: Any, t: Tensor, cond: Tensor | None = None,
+                            guidance: float | None = None) -> Any:
+        """p_O(. | theta; t), optionally with classifier-free guidance (Ho & Salimans 2022) on the network's
+        output parameters: (1 + w) out(cond) - w out(null)."""
+        out = self.net_output(theta, t, cond)
+        if guidance:
+            if cond is None:
+                raise ConfigError("guidance needs a label; pass cond (e.g. --label 7) or set guidance to 0")
+            null = torch.full_like(cond, self.num_labels if self.num_labels is not None else 0)
+            out = (1 + guidance) * out - guidance * self.net_output(theta, t, null)
+        return self.flow.output_distribution(out, theta, t)
+
+    # --- training and likelihood ------------------------------------------------------------------------
+    def forward(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
+        """The configured training loss per example, in nats, shape [B] (what the trainer minimises)."""
+        return self.loss(x, loss=self.train_loss, cond=cond)
+
+    def check_batch(self, x: Tensor) -> Tensor:
+        """Validate a data batch and return it in the flow's dtype (one-line DataError otherwise)."""
+        if not isinstance(x, Tensor):
+            raise DataError(f"expected a torch.Tensor batch, got {type(x).__name__}")
+        if tuple(x.shape[1:]) != self.data_shape:
+            raise DataError(f"data has shape {tuple(x.shape)} but the model expects (batch, "
+                            f"{', '.join(map(str, self.data_shape))}); reshape the batch or use a matching preset")
+        self.flow.validate(x)
+        return x.long() if self.flow.kind == "discrete" else x.float()
+
+    def loss(self, x: Tensor, *, loss: LossChoice = "continuous", cond: Tensor | None = None,
+             generator: torch.Generator | None = None) -> Tensor:
+        """Per-example training loss in nats, shape [B]: the continuous-time loss L^inf at t ~ U(0, 1), or
+        the n-step loss L^n at t = (i-1)/n with i ~ U{1..n} (Graves et al. 2023, §3.8 and §3.9)."""
+        x = self.check_batch(x)
+        b = x.shape[0]
+        u = rand((b,), generator=generator, device=x.device)
+        if loss == "continuous":
+            t = u
+        else:
+            n = check_steps(loss)
+            t = (u * n).floor().clamp_max(n - 1) / n
+        theta = self.flow.flow_sample(x, t, generator=generator)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            p_out = self.output_distribution(theta, t, cond)
+            if loss == "continuous":
+                return self.flow.continuous_time_loss(x, p_out, t)
+            return self.flow.discrete_time_loss(x, p_out, t, n, generator=generator)
+
+    def reconstruction_loss(self, x: Tensor, *, cond: Tensor | None = None,
+                            generator: torch.Generator | None = None) -> Tensor:
+        """L^r(x) = -E_{p_F(theta | x; 1)} ln p_O(x | theta; 1), one-sample estimate, shape [B] (§3.10)."""
+        x = self.check_batch(x)
+        t = torch.ones(x.shape[0], device=x.device)
+        theta = self.flow.flow_sample(x, t, generator=generator)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return self.flow.reconstruction_loss(x, self.output_distribution(theta, t, cond))
+
+    @torch.no_grad()
+    def nll(self, x: Tensor, steps: int | float | str = "inf", *, cond: Tensor | None = None,
+            generator: torch.Generator | None = None) -> Tensor:
+        """One-sample estimate of the negative log-likelihood bound in nats per example, shape [B]:
+        L^n(x) + L^r(x) for n steps, or L^inf(x) + L^r(x) for steps = "inf" (Graves et al. 2023, §3.10)."""
+        cont = steps in ("inf", "continuous") or (isinstance(steps, float) and math.isinf(steps))
+        loss = "continuous" if cont else check_steps(int(steps) if isinstance(steps, str) else steps)
+        return self.loss(x, loss=loss, cond=cond, generator=generator) + self.reconstruction_loss(
+            x, cond=cond, generator=generator)
+
+    # --- sampling ---------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(self, n: int, steps: int = 100, *, sampler: str = "paper", generator: torch.Generator | None = None,
+               callback: Callback | None = None, cond: Tensor | int | None = None, guidance: float | None = None,
+               final: FinalChoice = "sample") -> Tensor:
+        """Draw `n` samples with `steps` network evaluations (plus one for the final output distribution).
+
+        Returns data-format samples: class indices for discrete data, bin centres for discretised data.
+        """
+        if n <= 0:
+            raise ConfigError(f"n (number of samples) must be positive, got {n}")
+        check_steps(steps)
+        device = self.device
+        if isinstance(cond, int):
+            cond = torch.full((n,), cond, device=device, dtype=torch.long)
+        if cond is not None:
+            self.check_labels(cond)
+        fn = get_sampler(sampler)
+
+        def output_fn(theta: Any, t: Tensor) -> Any:
+            return self.output_distribution(theta, t, cond, guidance)
+
+        return fn(self.flow, output_fn, (n, *self.data_shape), steps, generator=generator, callback=callback,
+                  device=device, final=final)
+
+    def check_labels(self, cond: Tensor) -> None:
+        if self.num_labels is None:
+            raise ConfigError("this model is unconditional; drop the label (train a -cond preset for labels)")
+        if cond.min() < 0 or cond.max() > self.num_labels:
+            raise ConfigError(f"labels must lie in 0..{self.num_labels - 1}, got {cond.min().item()}.."
+                              f"{cond.max().item()}")
