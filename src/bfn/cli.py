@@ -61,7 +61,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("data", help="datasets: `bfn data list` shows what exists and what is available offline")
     p.add_argument("action", choices=["list"], help="what to do")
     _add_common(p)
+    for module in _command_modules():
+        module.register(sub)
     return parser
+
+
+def _command_modules() -> list[Any]:
+    """Subcommands that live in bfn.commands: each module has `register(subparsers)`, which adds its parser with
+    `set_defaults(func=...)`; `func(args) -> int`."""
+    import importlib
+
+    out = []
+    for name in COMMAND_MODULES:
+        out.append(importlib.import_module(f"bfn.commands.{name}"))
+    return out
+
+
+#: modules under bfn/commands/ (kept explicit: no discovery by file name)
+COMMAND_MODULES: list[str] = []
 
 
 def resolve_device(name: str) -> str:
@@ -160,8 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    func = getattr(args, "func", None) or COMMANDS[args.command]
     try:
-        return COMMANDS[args.command](args)
+        return func(args)
     except BFNError as err:
         if args.debug:
             raise

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorsError
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -157,7 +157,7 @@ def from_pretrained(directory: str | os.PathLike, *, device: str | torch.device 
         raise CheckpointError(f"{weights} not found; the run has no exported weights yet (train longer or resume)")
     try:
         state = load_file(str(weights), device=str(device))
-    except (SafetensorsError, OSError, ValueError) as err:
+    except (SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(f"{weights} is truncated or corrupt ({str(err).splitlines()[0]}); "
                               "restore it or retrain") from None
     missing, unexpected = set(model.state_dict()) - set(state), set(state) - set(model.state_dict())
