@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,9 @@ def load_state(run_dir: Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"no resume state at {path}; start without --resume, or point to the run directory")
     data = path.read_bytes()
+    if not zipfile.is_zipfile(io.BytesIO(data)):  # torch.save writes a zip archive; anything else is damage
+        raise CheckpointError(f"{path} is truncated or corrupt (not a torch archive); delete it to restart the run "
+                              "from scratch")
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:

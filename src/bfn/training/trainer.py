@@ -214,7 +214,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, device: 
                     logger.log({"step": step, "loss": last_loss, "loss_per_dim": last_loss / dims,
                                 "grad_norm": float(grad_norm) if grad_norm is not None else None,
                                 "lr": scheduler.get_last_lr()[0], "images_per_s": ips,
-                                "elapsed_s": elapsed_before + now - t0})
+                                "elapsed_s": elapsed_before + now - t0, "world_size": accelerator.num_processes})
             if main and tc.sample_every and step % tc.sample_every == 0:
                 _save_samples(ema.module, spec, run_dir / "samples" / f"step_{step:07d}.png", tc)
             if step % tc.checkpoint_every == 0 or step == tc.steps or stop.requested:
@@ -247,7 +247,7 @@ def _save_samples(model: nn.Module, spec: Any, path: Path, tc: Any) -> None:
     with torch.no_grad():
         x = model.sample(tc.sample_n, tc.sample_steps, generator=gen)
     model.train(was_training)
-    save_sample_grid(x, path, kind=spec.kind, num_bins=spec.num_bins)
+    save_sample_grid(x, path, kind=spec.kind, num_bins=spec.num_bins, num_classes=spec.num_classes or 2)
 
 
 def _device_of(model: nn.Module) -> torch.device:
