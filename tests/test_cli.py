@@ -1,0 +1,57 @@
+"""The command line as a new user meets it: the mixture demo end to end, and one-line errors for bad input."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def bfn(*args: str, cwd=None, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "bfn", *args], capture_output=True, text=True, cwd=cwd, env=env,
+                          timeout=timeout)
+
+
+@pytest.mark.slow
+def test_mixture_demo_from_the_cli(tmp_path):
+    out = tmp_path / "mixture"
+    proc = bfn("train", "mixture-1d", "--out", str(out), "--no-progress")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    metrics = json.loads((out / "eval_toy.json").read_text())
+    print(f"W1 = {metrics['wasserstein_1']:.4f}, mode fractions = {metrics['mode_fractions']}")
+    assert metrics["n_samples"] == 4000
+    assert metrics["wasserstein_1"] < 0.03
+    assert all(0.15 <= f <= 0.35 for f in metrics["mode_fractions"])
+    assert (out / "samples.png").stat().st_size > 1000
+    sample = bfn("sample", str(out), "--n", "16", "--steps", "10", "--out", str(tmp_path / "s.png"))
+    assert sample.returncode == 0, sample.stderr
+    assert (tmp_path / "s.npy").exists()
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["train", "no-such-preset"], "unknown preset"),
+    (["train", "mixture-1d", "train.stepz=3"], "stepz"),
+    (["train", "mixture-1d", "train.steps=-1"], "train.steps must be positive"),
+    (["train", "mixture-1d", "train.steps"], "key=value"),
+    (["train", "mixture-1d", "model.loss=abc"], "model.loss"),
+    (["train", "mixture-1d", "data.name=nope"], "nope"),
+    (["sample", "/nonexistent/run"], "config.json"),
+])
+def test_bad_input_gives_one_line_error(args, needle, tmp_path):
+    proc = bfn(*args, "--out", str(tmp_path / "o")) if args[0] == "train" else bfn(*args)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: ") and needle in proc.stderr
+    assert proc.stderr.count("\n") == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_bad_steps_for_sampling(tmp_path):
+    from bfn.config import load_config
+    from bfn.training import train
+
+    cfg = load_config("mixture-1d", ["model.network.kwargs.hidden=16", "train.steps=2", "train.batch_size=16"])
+    train(cfg, tmp_path / "r", progress=False)
+    proc = bfn("sample", str(tmp_path / "r"), "--steps", "0")
+    assert proc.returncode == 2 and "steps must be a positive integer" in proc.stderr
