@@ -1,0 +1,204 @@
+"""`bfn eval RUN --nll | --quality`: test-set likelihood in nats and bits, and sample quality, into RUN/eval.json.
+
+--nll evaluates the bounds L^n + L^r (and L^inf + L^r for "inf") on the run's test split, R Monte Carlo repeats
+per example, with standard errors over examples. --quality samples the model and compares the samples with the
+test split in the features of bfn's own MNIST classifier (28x28 single-channel data only); the test images are
+taken in the model's data format (binarized data: one seeded binarization, 16 bins: bin centres), so that the
+samples are compared with data of their own kind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from bfn.errors import CheckpointError, ConfigError
+
+DEFAULT_NLL_STEPS = "10,100,inf"
+EPILOG = """examples:
+  bfn eval runs/mnist-discrete --nll --steps 10,100,784,inf --repeats 4
+  bfn eval runs/mnist-discrete --nll --limit 200                 # a quick look at the first 200 test images
+  bfn eval runs/mnist-discrete --quality --n 1000 --steps 100
+  bfn eval runs/mnist-discrete --nll --quality --sample-steps 50  # both, into the same eval.json
+"""
+
+
+def register(subparsers: Any) -> None:
+    """Add the `eval` subcommand."""
+    p = subparsers.add_parser("eval", help="test-set NLL (nats, bits/dim) and sample quality of a run",
+                              description=__doc__.splitlines()[0], epilog=EPILOG,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run", help="run directory written by `bfn train`")
+    what = p.add_argument_group("what to measure (one or both; --nll when neither is given)")
+    what.add_argument("--nll", action="store_true", help="negative log-likelihood bounds on the test split")
+    what.add_argument("--quality", action="store_true",
+                      help="FID/KID, precision/recall, density/coverage, label entropy (28x28 grey images)")
+    p.add_argument("--steps", default=None,
+                   help=f"--nll: step counts, comma separated, 'inf' = continuous time (default {DEFAULT_NLL_STEPS})"
+                        "; --quality alone: sampling steps (default: the run's sample.steps)")
+    p.add_argument("--repeats", type=int, default=1, help="--nll: Monte Carlo repeats per test example (default 1)")
+    p.add_argument("--batch-size", type=int, default=256,
+                   help="examples per forward pass and per sampling batch (default 256)")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N test examples (default: all)")
+    p.add_argument("--n", type=int, default=1000, help="--quality: number of samples (default 1000)")
+    p.add_argument("--sample-steps", type=int, default=None,
+                   help="--quality: sampling steps when --steps holds the NLL step counts")
+    p.add_argument("--sampler", default=None, help="--quality: sampler name (default: the run's sample.sampler)")
+    p.add_argument("--final", default="sample", choices=["sample", "mode", "mean"],
+                   help="--quality: what the last sampling step returns (default: sample, as in the paper)")
+    p.add_argument("--seed", type=int, default=0, help="random seed; same seed, same numbers (default 0)")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or mps")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    p.set_defaults(func=run)
+
+
+# --- pieces ---------------------------------------------------------------------------------------------
+def load_run(run_dir: Path, device: str) -> tuple[Any, Any]:
+    """(config, model) of a run directory."""
+    from bfn.config import load_config
+    from bfn.models import from_pretrained
+
+    if not run_dir.is_dir():
+        raise CheckpointError(f"{run_dir} is not a directory; give a run directory written by `bfn train`")
+    if not (run_dir / "config.yaml").is_file():
+        raise CheckpointError(f"{run_dir / 'config.yaml'} not found; give a run directory written by `bfn train`")
+    return load_config(str(run_dir / "config.yaml")), from_pretrained(run_dir, device=device)
+
+
+def held_out_split(cfg: Any) -> Any:
+    """The run's test split, loaded with the run's data options."""
+    from bfn.data import load_dataset
+
+    return load_dataset(cfg.data.name, "test", root=cfg.data.root, **cfg.data.options)[0]
+
+
+def quality_shape_check(model: Any) -> None:
+    from bfn.viz.grid import data_kind
+
+    shape = data_kind(model).shape
+    if shape != (1, 28, 28):
+        raise ConfigError(f"--quality uses bfn's MNIST classifier and needs 28x28 single-channel images; this run's "
+                          f"data have shape {shape}. Use --nll, or `bfn show RUN --grid` to look at samples")
+
+
+def draw_samples(model: Any, n: int, steps: int, *, sampler: str, final: str, seed: int, batch_size: int,
+                 progress: bool) -> Any:
+    """n samples in batches of `batch_size` from one seeded generator, mapped to [0, 1] images on the CPU."""
+    import torch
+    from tqdm import tqdm
+
+    from bfn.viz.grid import data_kind, to_unit_interval
+
+    info = data_kind(model)
+    gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
+    chunks = []
+    with tqdm(total=n, desc=f"sampling ({steps} steps)", disable=not progress, dynamic_ncols=True) as bar:
+        for start in range(0, n, batch_size):
+            m = min(batch_size, n - start)
+            x = model.sample(m, steps, sampler=sampler, generator=gen, final=final)
+            chunks.append(to_unit_interval(x.cpu(), info.kind, num_classes=info.num_classes))
+            bar.update(m)
+    return torch.cat(chunks)
+
+
+def _pm(value: float, se: float | None, digits: int) -> str:
+    if se is None or not math.isfinite(se):
+        return f"{value:.{digits}f}"
+    return f"{value:.{digits}f} ± {se:.{digits}f}"
+
+
+def nll_table(result: dict[str, Any]) -> str:
+    """The NLL results as a fixed-width table."""
+    rows = [("bound", "nats/example", "nats/dim", "bits/dim")]
+    for res in result["results"].values():
+        rows.append((res["bound"], _pm(res["nats"], res["nats_se"], 2), _pm(res["nats_per_dim"],
+                     res["nats_per_dim_se"], 4), _pm(res["bits_per_dim"], res["bits_per_dim_se"], 4)))
+    uniform = result.get("uniform")
+    if uniform:
+        rows.append((f"uniform over {uniform['values']} values", f"{uniform['nats']:.2f}",
+                     f"{uniform['nats_per_dim']:.4f}", f"{uniform['bits_per_dim']:.4f}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = []
+    for row in rows:
+        cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)]
+        lines.append("  ".join(cells))
+    return "\n".join(lines)
+
+
+def quality_table(result: dict[str, Any]) -> str:
+    """The sample-quality results as a fixed-width table."""
+    ref = result["reference"]
+    rows = [("FID (classifier features)", f"{result['fid']:.3f}"),
+            ("KID", f"{result['kid']:.4f} ± {result['kid_std']:.4f}"),
+            (f"precision / recall (k={result['k']})", f"{result['precision']:.3f} / {result['recall']:.3f}"),
+            ("density / coverage", f"{result['density']:.3f} / {result['coverage']:.3f}"),
+            ("classifier confidence", f"{result['confidence']:.3f} (test data {ref['confidence']:.3f})"),
+            ("label entropy (nats)", f"{result['label_entropy']:.3f} of max {result['label_entropy_max']:.3f} "
+                                     f"(test data {ref['label_entropy']:.3f})"),
+            ("label histogram 0-9", " ".join(str(v) for v in result["label_histogram"]))]
+    width = max(len(r[0]) for r in rows)
+    return "\n".join(f"{name.ljust(width)}  {value}" for name, value in rows)
+
+
+# --- the command ----------------------------------------------------------------------------------------
+def run(args: argparse.Namespace) -> int:
+    from bfn.cli import resolve_device
+    from bfn.evaluation.nll import evaluate_nll, materialize, parse_steps, write_eval
+
+    run_dir = Path(args.run)
+    do_nll = args.nll or not args.quality
+    for flag in ("repeats", "batch_size", "limit", "n", "sample_steps"):
+        value = getattr(args, flag)
+        if value is not None and value <= 0:
+            raise ConfigError(f"--{flag.replace('_', '-')} must be a positive integer, got {value}")
+    nll_steps = parse_steps(args.steps or DEFAULT_NLL_STEPS) if do_nll else None
+    sample_steps = args.sample_steps
+    if args.quality and sample_steps is None and args.steps is not None and not do_nll:
+        try:
+            sample_steps = int(args.steps)
+        except ValueError:
+            raise ConfigError(f"--quality samples with one step count; got --steps {args.steps!r} "
+                              "(e.g. --steps 100)") from None
+    device = resolve_device(args.device)
+    cfg, model = load_run(run_dir, device)
+    if args.quality:
+        quality_shape_check(model)
+    test = held_out_split(cfg)
+    progress = not args.no_progress
+    context = {"run": str(run_dir), "model_step": model.config.get("step"), "dataset": cfg.data.name,
+               "split": "test", "device": device}
+    if do_nll:
+        print(f"evaluating the NLL of {run_dir} on {cfg.data.name} (test split), steps "
+              f"{', '.join(map(str, nll_steps))}, {args.repeats} repeat(s)")
+        result = evaluate_nll(model, test, steps=nll_steps, repeats=args.repeats, batch_size=args.batch_size,
+                              seed=args.seed, device=device, limit=args.limit, progress=progress)
+        result = {**context, "limit": args.limit, **result}
+        print(f"{result['n_examples']} test examples, {result['dims']} dims, {result['repeats']} repeat(s), "
+              f"{result['wall_seconds']:.1f} s; ± is one standard error over examples")
+        print(nll_table(result))
+        print(f"wrote {write_eval(run_dir, 'nll', result)}")
+    if args.quality:
+        from bfn.evaluation.quality import sample_quality
+        from bfn.viz.grid import data_kind, to_unit_interval
+
+        steps = sample_steps or cfg.sample.steps
+        sampler = args.sampler or cfg.sample.sampler
+        info = data_kind(model)
+        t0 = time.perf_counter()
+        reference = to_unit_interval(materialize(test, limit=args.limit, seed=args.seed), info.kind,
+                                     num_classes=info.num_classes)
+        samples = draw_samples(model, args.n, steps, sampler=sampler, final=args.final, seed=args.seed,
+                               batch_size=args.batch_size, progress=progress)
+        result = sample_quality(samples, reference, seed=args.seed, device=device)
+        result = {**context, "sampling_steps": steps, "sampler": sampler, "final": args.final, "seed": args.seed,
+                  **result, "wall_seconds": time.perf_counter() - t0}
+        print(f"{args.n} samples ({sampler}, {steps} steps, final={args.final}) against {reference.shape[0]} test "
+              f"images, in the features of bfn's MNIST classifier (test accuracy "
+              f"{100 * result.get('classifier', {}).get('test_accuracy', float('nan')):.1f}%)")
+        print(quality_table(result))
+        print(f"wrote {write_eval(run_dir, 'quality', result)}")
+    return 0

@@ -1,0 +1,271 @@
+"""Test-set likelihood: per-example negative log-likelihood bounds in nats, nats/dim and bits/dim, with errors.
+
+For every example the model's `nll(x, steps)` gives a one-sample (Monte Carlo over t and the flow) estimate of
+an upper bound on -ln p(x): L^n(x) + L^r(x) for n steps, or L^inf(x) + L^r(x) in continuous time (Graves et al.
+2023, §3.10). `evaluate_nll` repeats that R times, averages the R estimates of each example, and reports the mean
+over examples with its standard error (the standard deviation of the per-example averages over sqrt(N)). So the
+error bar covers both the spread of the test set and the Monte Carlo noise that R repeats leave.
+
+Dynamically binarized data are drawn afresh for every repeat, from a generator seeded by (seed, repeat), so the
+same seed gives the same numbers. Any model with `nll(x, steps, generator=...) -> [B]` nats works (BFN, DDPM).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import math
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from bfn.errors import ConfigError, DataError
+
+LN2 = math.log(2.0)
+EVAL_NAME = "eval.json"
+
+Steps = int | str
+
+
+# --- arguments -------------------------------------------------------------------------------------------
+def parse_steps(steps: str | Steps | Iterable[Steps]) -> list[Steps]:
+    """Step counts as a list of positive ints and "inf" (continuous time): "10,100,inf" or [10, "inf"]."""
+    items: Iterable[Any] = steps.split(",") if isinstance(steps, str) else (
+        [steps] if isinstance(steps, int | float) else steps)
+    out: list[Steps] = []
+    for raw in items:
+        item = raw.strip().lower() if isinstance(raw, str) else raw
+        if item in ("inf", "continuous", "infinity") or (isinstance(item, float) and math.isinf(item)):
+            value: Steps = "inf"
+        else:
+            try:
+                value = int(item)
+            except (TypeError, ValueError):
+                raise ConfigError(f"steps must be positive integers or 'inf', got {raw!r} (e.g. --steps 10,100,inf)"
+                                  ) from None
+            if isinstance(item, bool) or value <= 0 or (isinstance(item, float) and item != value):
+                raise ConfigError(f"steps must be positive integers or 'inf', got {raw!r}")
+        if value not in out:
+            out.append(value)
+    if not out:
+        raise ConfigError("give at least one step count, e.g. --steps 100,inf")
+    return out
+
+
+def bound_name(steps: Steps) -> str:
+    """The bound that `steps` evaluates, in the paper's symbols."""
+    return "L^inf + L^r" if steps == "inf" else f"L^{steps} + L^r"
+
+
+def derive_seed(seed: int, *keys: Any) -> int:
+    """A 63-bit seed from `seed` and keys (what it is for, the repeat index): separate, reproducible streams."""
+    digest = hashlib.sha256(repr((int(seed), *keys)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+# --- data -----------------------------------------------------------------------------------------------
+def _first(item: Any) -> Any:
+    return item[0] if isinstance(item, tuple | list) else item
+
+
+def materialize(data: Any, *, limit: int | None = None, seed: int = 0) -> Tensor:
+    """The examples of `data` as one tensor [N, *S], the dataset's random draws (dynamic binarization) taken
+    from a generator seeded by `seed`, so that a seed always gives the same binarization.
+
+    `data` is a tensor (used as is) or a dataset of (example, label) items from `bfn.data`: grey-level image
+    datasets are binarized or binned in one vectorised step; other datasets are read item by item with their
+    `generator` (and the global torch RNG) seeded.
+    """
+    from bfn.data.common import GreyImages, binarize
+
+    if isinstance(data, Tensor):
+        return data[:limit] if limit is not None else data
+    n = len(data) if limit is None else min(len(data), limit)
+    gen = torch.Generator().manual_seed(seed)
+    if isinstance(data, GreyImages):
+        grey = data.images[:n]
+        return binarize(grey, gen) if data.mode == "binarized" else data.table[grey.long()]
+    had_generator = hasattr(data, "generator")
+    old = getattr(data, "generator", None)
+    try:
+        if had_generator:
+            data.generator = gen
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return torch.stack([torch.as_tensor(_first(data[i])) for i in range(n)])
+    finally:
+        if had_generator:
+            data.generator = old
+
+
+def num_dims(x: Tensor) -> int:
+    """Variables per example (784 for MNIST, 3072 for CIFAR-10, the length of a text sequence)."""
+    return int(x[0].numel())
+
+
+def uniform_reference(model: nn.Module, dims: int) -> dict[str, Any] | None:
+    """-ln p(x) of the uniform distribution over the data's values, for context: dims ln K for K classes (784 ln 2
+    = 543.4 nats for binarized MNIST) or K bins; None for continuous data (no finite reference)."""
+    info = getattr(model, "config", {}).get("data", {}) or {}
+    flow = getattr(model, "flow", None)
+    kind = info.get("kind") or getattr(flow, "kind", None)
+    if kind == "discrete":
+        k = info.get("num_classes") or getattr(flow, "num_classes", None)
+    elif kind == "discretized":
+        k = getattr(flow, "num_bins", None) or info.get("num_bins")
+    else:
+        return None
+    if not k:
+        return None
+    nats = dims * math.log(k)
+    return {"values": int(k), "nats": nats, "nats_per_dim": math.log(k), "bits_per_dim": math.log2(k)}
+
+
+# --- the estimate ---------------------------------------------------------------------------------------
+def _nll_fn(model: nn.Module) -> Callable[[Tensor, Steps, torch.Generator], Tensor]:
+    """model.nll with an explicit generator, or under a seeded global RNG if it takes none."""
+    takes_gen = "generator" in inspect.signature(model.nll).parameters
+
+    def fn(x: Tensor, steps: Steps, gen: torch.Generator) -> Tensor:
+        if takes_gen:
+            return model.nll(x, steps, generator=gen)
+        seed = int(torch.randint(0, 2**62, (), generator=gen, device=gen.device))
+        devices = [x.device] if x.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            return model.nll(x, steps)
+
+    return fn
+
+
+def summarize(per_example: Tensor, dims: int) -> dict[str, float | None]:
+    """Mean over examples and its standard error, in nats/example, nats/dim and bits/dim (bits = nats / ln 2 /
+    dims exactly); the errors are None for a single example."""
+    v = per_example.double()
+    mean = float(v.mean())
+    if v.numel() < 2:
+        return {"nats": mean, "nats_se": None, "nats_per_dim": mean / dims, "nats_per_dim_se": None,
+                "bits_per_dim": mean / LN2 / dims, "bits_per_dim_se": None}
+    se = float(v.std(unbiased=True)) / math.sqrt(v.numel())
+    return {"nats": mean, "nats_se": se, "nats_per_dim": mean / dims, "nats_per_dim_se": se / dims,
+            "bits_per_dim": mean / LN2 / dims, "bits_per_dim_se": se / LN2 / dims}
+
+
+@torch.no_grad()
+def evaluate_nll(model: nn.Module, data: Any, *, steps: str | Steps | Sequence[Steps] = ("inf",), repeats: int = 1,
+                 batch_size: int = 256, seed: int = 0, device: str | torch.device | None = None,
+                 limit: int | None = None, progress: bool = False, per_example: bool = False) -> dict[str, Any]:
+    """Negative log-likelihood bounds of `model` on `data` for each step count (ints and/or "inf").
+
+    Args:
+        model: anything with `nll(x, steps, generator=...)` returning per-example nats [B] (BFN, DDPM).
+        data: a tensor [N, *S] of examples, or a dataset (see `materialize`); binarization is redrawn per repeat.
+        steps: step counts n (the bound L^n + L^r) and/or "inf" (L^inf + L^r), e.g. [10, 100, 784, "inf"].
+        repeats: R Monte Carlo repeats per example (fresh t, flow samples and binarization each time).
+        batch_size: examples per forward pass.
+        seed: makes the result reproducible (same seed, data and batch size: the same numbers).
+        device: where to compute (default: the model's device).
+        limit: use only the first `limit` examples.
+        progress: show a progress bar.
+        per_example: also return each result's per-example R-averages as a tensor [N] ("per_example"; not JSON),
+            e.g. for paired comparisons of step counts or of two models on the same examples.
+
+    All step counts of one repeat share the data draw and the random numbers (t, flow samples): their estimates
+    are positively correlated, so differences between step counts are far more precise than each estimate.
+
+    Returns:
+        {"n_examples", "dims", "repeats", "seed", "batch_size", "uniform", "wall_seconds", "results": {"10": {...},
+        "inf": {...}}}, each result holding the bound's name, nats (+ _se), nats_per_dim, bits_per_dim (+ _se) and
+        the mean of each repeat (`nats_per_repeat`).
+    """
+    step_list = parse_steps(steps if isinstance(steps, str | int) else list(steps))
+    if repeats < 1:
+        raise ConfigError(f"repeats must be at least 1, got {repeats}")
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
+    if limit is not None and limit < 1:
+        raise ConfigError(f"limit must be at least 1, got {limit}")
+    if not callable(getattr(model, "nll", None)):
+        raise ConfigError(f"{type(model).__name__} has no nll(x, steps) method; evaluate a BFN or DDPM model")
+    if device is None:
+        device = next(iter(model.parameters()), torch.empty(0)).device
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    nll = _nll_fn(model)
+    t0 = time.perf_counter()
+    values = {s: [] for s in step_list}  # per step: R tensors [N]
+    n_total = dims = 0
+    bar = None
+    try:
+        for r in range(repeats):
+            x_all = materialize(data, limit=limit, seed=derive_seed(seed, "data", r))
+            if x_all.shape[0] == 0:
+                raise DataError("the evaluation set is empty")
+            n_total, dims = x_all.shape[0], num_dims(x_all)
+            if bar is None and progress:
+                from tqdm import tqdm
+
+                n_batches = math.ceil(n_total / batch_size)
+                bar = tqdm(total=repeats * len(step_list) * n_batches, desc="nll", dynamic_ncols=True)
+            for s in step_list:
+                gen = torch.Generator(device=device).manual_seed(derive_seed(seed, "nll", r))
+                chunks = []
+                for start in range(0, n_total, batch_size):
+                    xb = x_all[start:start + batch_size].to(device)
+                    chunks.append(nll(xb, s, gen).double().cpu())
+                    if bar is not None:
+                        bar.update(1)
+                out = torch.cat(chunks)
+                if not torch.isfinite(out).all():
+                    raise DataError(f"the {bound_name(s)} estimate is not finite for {int((~out.isfinite()).sum())} "
+                                    "examples; check the model's weights (a diverged run?)")
+                values[s].append(out)
+    finally:
+        if bar is not None:
+            bar.close()
+        model.train(was_training)
+    results: dict[str, Any] = {}
+    for s in step_list:
+        stacked = torch.stack(values[s])  # [R, N]
+        res = {"steps": s, "bound": bound_name(s)}
+        res.update(summarize(stacked.mean(0), dims))
+        res["nats_per_repeat"] = [float(v) for v in stacked.mean(1)]
+        if per_example:
+            res["per_example"] = stacked.mean(0)
+        results[str(s)] = res
+    return {"n_examples": n_total, "dims": dims, "repeats": repeats, "seed": seed, "batch_size": batch_size,
+            "uniform": uniform_reference(model, dims), "wall_seconds": time.perf_counter() - t0, "results": results}
+
+
+# --- eval.json ------------------------------------------------------------------------------------------
+def read_eval(run_dir: str | Path) -> dict[str, Any]:
+    """RUN/eval.json as a dict ({} when absent; a corrupt file is a CheckpointError)."""
+    from bfn.errors import CheckpointError
+
+    path = Path(run_dir) / EVAL_NAME
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise CheckpointError(f"{path} is not valid JSON; delete it and rerun `bfn eval`") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} does not hold a JSON object; delete it and rerun `bfn eval`")
+    return data
+
+
+def write_eval(run_dir: str | Path, section: str, result: dict[str, Any]) -> Path:
+    """Store `result` under `section` ("nll", "quality") of RUN/eval.json, keeping the other sections; atomic."""
+    from bfn.models.hub import atomic_write_text
+
+    path = Path(run_dir) / EVAL_NAME
+    data = read_eval(run_dir)
+    data[section] = result
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+    return path

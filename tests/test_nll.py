@@ -1,0 +1,276 @@
+"""Test-set likelihood: bounds against known entropies and closed forms, units, determinism, eval.json."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from bfn.data.common import GreyImages
+from bfn.errors import CheckpointError, ConfigError
+from bfn.evaluation.nll import (
+    derive_seed,
+    evaluate_nll,
+    materialize,
+    parse_steps,
+    read_eval,
+    summarize,
+    uniform_reference,
+    write_eval,
+)
+from bfn.flows import ContinuousFlow, DiscreteFlow
+from bfn.models import BFN
+
+
+class BernoulliPosterior(nn.Module):
+    """The Bayes-optimal network for independent Bernoulli(p) pixels under a discrete BFN with K = 2.
+
+    The network sees 2 P(class 1 | theta) - 1 per pixel; theta's log-odds are y_1 - y_0, the log-likelihood
+    ratio of all sender samples so far, so the posterior log-odds are ln(p / (1 - p)) + (y_1 - y_0). Ignores t.
+    """
+
+    def __init__(self, p: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("prior_logit", (p / (1 - p)).log())
+
+    def forward(self, x, t, cond=None):
+        prob = ((x + 1) / 2).clamp(1e-7, 1 - 1e-7)
+        return self.prior_logit + prob.log() - (-prob).log1p()
+
+
+def bernoulli_problem(d=16, seed=0):
+    p = torch.rand(d, generator=torch.Generator().manual_seed(seed)) * 0.9 + 0.05
+    entropy = float(-(p * p.log() + (1 - p) * (1 - p).log()).sum())
+    model = BFN(BernoulliPosterior(p), DiscreteFlow(num_classes=2, beta_1=3.0), data_shape=(d,), layout="flat")
+    return p, entropy, model
+
+
+def test_optimal_network_matches_the_entropy_in_continuous_and_discrete_time():
+    """For the Bayes-optimal output distribution the bound is tight: E[L^n + L^r] = H(x) for every n."""
+    p, entropy, model = bernoulli_problem()
+    x = torch.bernoulli(p.expand(4000, -1), generator=torch.Generator().manual_seed(1)).long()
+    out = evaluate_nll(model, x, steps=["inf", 10], repeats=2, batch_size=2000, seed=0)
+    for key in ("inf", "10"):
+        res = out["results"][key]
+        assert abs(res["nats"] - entropy) < 3 * res["nats_se"], (key, res["nats"], entropy, res["nats_se"])
+    assert out["results"]["inf"]["nats_se"] < 0.1  # the test has power: H is about 9.3 nats
+
+
+class PosteriorMean(nn.Module):
+    """Continuous BFN, data x ~ N(0, S^2) per variable: eps-hat such that x-hat = E[x | mu, t] exactly."""
+
+    def __init__(self, sigma_1: float, s: float) -> None:
+        super().__init__()
+        self.sigma_1, self.s = sigma_1, s
+
+    def forward(self, x, t, cond=None):
+        mu = x.double()
+        g = (1 - self.sigma_1 ** (2 * t.double())).clamp_min(1e-12)[:, None]
+        x_hat = (mu / (1 - g)) / (1 / self.s**2 + g / (1 - g))
+        return ((mu / g - x_hat) * (g / (1 - g)).sqrt()).float()
+
+
+def gaussian_bound(n, sigma_1, s):
+    """Closed form of E[L^n + L^r] per variable for `PosteriorMean`: E||x - x-hat||^2 at accuracy beta is the
+    posterior variance v(beta) = 1 / (1/s^2 + beta), so L^n = sum_i alpha_i / 2 v(beta_{i-1}) (a left Riemann
+    sum of a decreasing function) and L^inf = 1/2 ln(1 + s^2 beta(1))."""
+    def beta(t):
+        return sigma_1 ** (-2 * t) - 1
+
+    def v(b):
+        return 1 / (1 / s**2 + b)
+
+    if n == "inf":
+        diffusion = 0.5 * math.log(1 + s**2 * beta(1.0))
+    else:
+        diffusion = sum((beta(i / n) - beta((i - 1) / n)) / 2 * v(beta((i - 1) / n)) for i in range(1, n + 1))
+    return diffusion + v(beta(1.0)) / (2 * sigma_1**2) + 0.5 * math.log(2 * math.pi * sigma_1**2)
+
+
+def test_n_step_bound_decreases_towards_the_continuous_time_bound():
+    """A network whose error shrinks with t (the posterior mean as a point estimate, continuous data): L^n is
+    a left Riemann sum of a decreasing function, so L^10 > L^100 > L^1000 > L^inf, and each estimate matches
+    its closed form. Step counts share their random numbers, so per-example differences resolve the order."""
+    sigma_1, s = 0.1, 0.5
+    model = BFN(PosteriorMean(sigma_1, s), ContinuousFlow(sigma_1=sigma_1, x_range=None), data_shape=(1,),
+                layout="flat")
+    x = s * torch.randn(5000, 1, generator=torch.Generator().manual_seed(0))
+    out = evaluate_nll(model, x, steps=[10, 100, 1000, "inf"], repeats=2, batch_size=5000, seed=3,
+                       per_example=True)["results"]
+    exact = {k: gaussian_bound(r["steps"], sigma_1, s) for k, r in out.items()}
+    assert exact["10"] > exact["100"] > exact["1000"] > exact["inf"]
+    for key, res in out.items():  # every estimate agrees with its closed form
+        assert abs(res["nats"] - exact[key]) < 4 * res["nats_se"], (key, res["nats"], exact[key], res["nats_se"])
+        assert res["per_example"].shape == (5000,)
+
+    def paired_gap(a, b):  # mean per-example difference in units of its standard error
+        d = out[a]["per_example"] - out[b]["per_example"]
+        return float(d.mean() / (d.std() / math.sqrt(d.numel())))
+
+    assert paired_gap("10", "100") > 5
+    assert paired_gap("100", "1000") > 5
+    assert paired_gap("1000", "inf") > 5
+    entropy = 0.5 * math.log(2 * math.pi * math.e * s**2)
+    assert out["inf"]["nats"] > entropy - 4 * out["inf"]["nats_se"]  # a bound: not below -E ln p(x)
+
+
+def test_units_and_json_shape(tmp_path):
+    p, _, model = bernoulli_problem(d=12)
+    x = torch.bernoulli(p.expand(50, -1), generator=torch.Generator().manual_seed(2)).long()
+    out = evaluate_nll(model, x, steps="5,inf", repeats=3, batch_size=16, seed=1)
+    assert set(out) >= {"n_examples", "dims", "repeats", "seed", "batch_size", "uniform", "results"}
+    assert (out["n_examples"], out["dims"], out["repeats"]) == (50, 12, 3)
+    assert list(out["results"]) == ["5", "inf"]
+    for res in out["results"].values():
+        assert res["bits_per_dim"] == res["nats"] / math.log(2) / 12
+        assert res["bits_per_dim_se"] == res["nats_se"] / math.log(2) / 12
+        assert res["nats_per_dim"] == res["nats"] / 12
+        assert len(res["nats_per_repeat"]) == 3
+        assert res["nats"] == pytest.approx(sum(res["nats_per_repeat"]) / 3)
+    assert out["results"]["5"]["bound"] == "L^5 + L^r" and out["results"]["inf"]["steps"] == "inf"
+    assert out["uniform"]["nats"] == pytest.approx(12 * math.log(2))
+
+    path = write_eval(tmp_path, "nll", out)
+    write_eval(tmp_path, "quality", {"fid": 1.0})
+    saved = json.loads(path.read_text())
+    assert set(saved) == {"nll", "quality"}
+    assert saved["nll"]["results"]["inf"]["nats"] == out["results"]["inf"]["nats"]
+    write_eval(tmp_path, "nll", {"replaced": True})
+    assert read_eval(tmp_path) == {"nll": {"replaced": True}, "quality": {"fid": 1.0}}
+    path.write_text("{not json")
+    with pytest.raises(CheckpointError):
+        read_eval(tmp_path)
+
+
+def test_same_seed_same_numbers_other_seed_other_numbers():
+    p, _, model = bernoulli_problem(d=8)
+    x = torch.bernoulli(p.expand(64, -1), generator=torch.Generator().manual_seed(3)).long()
+    a = evaluate_nll(model, x, steps=[3, "inf"], repeats=2, batch_size=20, seed=7)
+    b = evaluate_nll(model, x, steps=[3, "inf"], repeats=2, batch_size=20, seed=7)
+    c = evaluate_nll(model, x, steps=[3, "inf"], repeats=2, batch_size=20, seed=8)
+    d = evaluate_nll(model, x, steps=["inf"], repeats=2, batch_size=20, seed=7)
+    assert a["results"] == b["results"]
+    assert a["results"]["inf"]["nats"] != c["results"]["inf"]["nats"]
+    assert d["results"]["inf"] == a["results"]["inf"]  # adding a step count does not shift the others
+
+
+def test_dynamic_binarization_is_redrawn_per_repeat_and_seeded():
+    grey = np.random.default_rng(0).integers(0, 256, size=(30, 1, 4, 4), dtype=np.uint8)
+    data = GreyImages(grey, np.zeros(30, dtype=np.int64), "binarized")
+    a, b, c = (materialize(data, seed=s) for s in (5, 5, 6))
+    assert a.shape == (30, 1, 4, 4) and a.dtype == torch.int64
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert torch.equal(materialize(data, limit=7, seed=5), a[:7])
+
+    model = BFN(BernoulliPosterior(torch.full((16,), 0.5)), DiscreteFlow(num_classes=2), data_shape=(1, 4, 4),
+                layout="flat")
+    r1 = evaluate_nll(model, data, steps=["inf"], repeats=2, batch_size=8, seed=0, limit=20)
+    r2 = evaluate_nll(model, data, steps=["inf"], repeats=2, batch_size=8, seed=0, limit=20)
+    assert r1["results"] == r2["results"] and r1["n_examples"] == 20
+    r3 = evaluate_nll(model, data, steps=["inf"], repeats=2, batch_size=8, seed=1, limit=20)
+    assert r3["results"] != r1["results"]
+
+
+class ItemDataset(torch.utils.data.Dataset):
+    """A dataset whose items draw from the global RNG (like a user dataset with random augmentation)."""
+
+    def __len__(self):
+        return 10
+
+    def __getitem__(self, i):
+        return torch.randint(0, 2, (3,)), torch.tensor(-1)
+
+
+def test_generic_datasets_are_read_under_a_seeded_rng():
+    data = ItemDataset()
+    assert torch.equal(materialize(data, seed=1), materialize(data, seed=1))
+    assert not torch.equal(materialize(data, seed=1), materialize(data, seed=2))
+
+
+class NoGeneratorModel(nn.Module):
+    """A model with the bare `nll(x, steps)` interface (no generator argument), like a future baseline."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(()))
+
+    def nll(self, x, steps):
+        return self.w * (x.float().sum(1) + torch.rand(x.shape[0]))
+
+
+def test_models_without_a_generator_argument_are_seeded_too():
+    model = NoGeneratorModel()
+    x = torch.ones(10, 4)
+    a = evaluate_nll(model, x, steps=[100], seed=0)["results"]["100"]
+    b = evaluate_nll(model, x, steps=[100], seed=0)["results"]["100"]
+    assert a == b and 4 < a["nats"] < 5
+    assert evaluate_nll(model, x, steps=[100])["uniform"] is None
+
+
+def test_uniform_reference_for_binarized_mnist():
+    model = BFN(nn.Identity(), DiscreteFlow(num_classes=2), data_shape=(1, 28, 28), layout="image")
+    ref = uniform_reference(model, 784)
+    assert ref["nats"] == pytest.approx(543.43, abs=0.01) and ref["bits_per_dim"] == 1.0
+    assert uniform_reference(BFN(nn.Identity(), ContinuousFlow(), data_shape=(2,)), 2) is None
+
+
+def test_argument_checks():
+    assert parse_steps("10, 100,inf,10") == [10, 100, "inf"]
+    assert parse_steps([784, float("inf")]) == [784, "inf"]
+    assert parse_steps(5) == [5]
+    for bad in ("0", "ten", "", [1.5], [True]):
+        with pytest.raises(ConfigError):
+            parse_steps(bad)
+    p, _, model = bernoulli_problem(d=4)
+    x = torch.zeros(4, 4, dtype=torch.long)
+    for kwargs in ({"repeats": 0}, {"batch_size": 0}, {"limit": 0}):
+        with pytest.raises(ConfigError):
+            evaluate_nll(model, x, **kwargs)
+    assert derive_seed(0, "nll", 1, "10") != derive_seed(0, "nll", 1, "100")
+    single = summarize(torch.tensor([2.0]), 4)
+    assert single["nats"] == 2.0 and single["nats_se"] is None
+
+
+def test_cli_writes_nll_into_eval_json(tmp_path, capsys):
+    """`bfn eval RUN --nll` on an untrained binarized-MNIST run: the table, and eval.json merged with other keys."""
+    import argparse
+
+    from bfn.commands.eval import register
+    from bfn.config import load_config, to_yaml
+    from bfn.data import load_dataset
+    from bfn.models import build_model, save_pretrained
+    from bfn.models.hub import atomic_write_text
+    from bfn.training.trainer import data_info
+
+    cfg = load_config("mnist-discrete")
+    cfg.model.network.name, cfg.model.network.kwargs, cfg.model.layout = "mlp", {"hidden": 16, "depth": 1}, "flat"
+    spec = load_dataset(cfg.data.name, "test")[1]
+    save_pretrained(build_model(cfg.model, data_info(spec)), tmp_path, extra={"step": 0})
+    atomic_write_text(tmp_path / "config.yaml", to_yaml(cfg))
+    write_eval(tmp_path, "quality", {"fid": 3.0})
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command"))
+    argv = ["eval", str(tmp_path), "--nll", "--steps", "5,inf", "--limit", "24", "--repeats", "2", "--batch-size",
+            "10", "--no-progress", "--device", "cpu"]
+    args = parser.parse_args(argv)
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "L^5 + L^r" in out and "L^inf + L^r" in out and "uniform" in out
+    saved = read_eval(tmp_path)
+    assert saved["quality"] == {"fid": 3.0}
+    nll = saved["nll"]
+    assert (nll["n_examples"], nll["dims"], nll["repeats"], nll["dataset"]) == (24, 784, 2, "mnist-binarized")
+    assert nll["uniform"]["nats"] == pytest.approx(784 * math.log(2))
+    assert set(nll["results"]) == {"5", "inf"}
+    # untrained: about ln 2 per pixel or worse, never below zero
+    assert 0.5 * 784 * math.log(2) < nll["results"]["inf"]["nats"] < 5 * 784 * math.log(2)
+    args = parser.parse_args(argv)
+    args.func(args)
+    assert read_eval(tmp_path)["nll"]["results"] == nll["results"]  # same seed, same numbers
+
+    with pytest.raises(ConfigError):
+        bad = parser.parse_args(["eval", str(tmp_path), "--nll", "--steps", "0"])
+        bad.func(bad)
