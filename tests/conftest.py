@@ -4,7 +4,10 @@ import pytest
 import torch
 
 os.environ.setdefault("MPLBACKEND", "Agg")
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# The suite runs as two xdist workers on two cores: one thread each (and in the processes the tests start), since
+# oversubscribed OpenMP threads spin and slow everything down many times over.
+os.environ["OMP_NUM_THREADS"] = "1"
+torch.set_num_threads(1)
 
 
 @pytest.fixture
