@@ -78,7 +78,7 @@ def _command_modules() -> list[Any]:
 
 
 #: modules under bfn/commands/ (kept explicit: no discovery by file name)
-COMMAND_MODULES: list[str] = ["show", "eval"]
+COMMAND_MODULES: list[str] = ["show", "eval", "compare"]
 
 
 def resolve_device(name: str) -> str:

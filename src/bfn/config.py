@@ -36,8 +36,10 @@ class DDPMConfig:
 
     timesteps: int = 1000
     schedule: Literal["linear", "cosine"] = "linear"
-    beta_start: float = 1e-4
+    beta_start: float = 1e-4  # linear schedule, values for T = 1000 (scaled by 1000 / T)
     beta_end: float = 0.02
+    variance: Literal["small", "large"] = "small"  # sigma_t^2 of p(x_{t-1} | x_t): beta-tilde_t or beta_t
+    clip_x0: bool = True  # clip the predicted x_0 to [-1, 1] (sampling and bound), as Ho et al.'s sampler
 
 
 @dataclass

@@ -88,7 +88,8 @@ def build_model(cfg: ModelConfig, data: DataInfo) -> nn.Module:
         model: nn.Module = BFN(network, flow, data_shape=data.shape, layout=layout, num_labels=num_labels,
                                loss=loss)
     else:
-        model = DDPM(network, cfg.ddpm, data_kind=data.kind, num_bins=data.num_bins, data_shape=data.shape,
+        model = DDPM(network, cfg.ddpm, data_kind=data.kind, num_bins=data.num_bins, num_classes=data.num_classes,
+                     data_shape=data.shape,
                      layout=layout, num_labels=num_labels)
     model.config = {"model": asdict(cfg), "data": asdict(data)}
     return model

@@ -3,10 +3,15 @@
 from bfn.errors import ConfigError
 from bfn.samplers.base import Callback, OutputFn, Sampler, StepInfo
 from bfn.samplers.bfn_paper import output_mean_sampler, paper_sampler
+from bfn.samplers.bfn_solver import bfn_solver, make_bfn_solver, ode1, ode2, sde1, sde2
 
 SAMPLERS: dict[str, Sampler] = {
     "paper": paper_sampler,
     "output-mean": output_mean_sampler,
+    "ode1": ode1,
+    "ode2": ode2,
+    "sde1": sde1,
+    "sde2": sde2,
 }
 
 
@@ -18,5 +23,5 @@ def get_sampler(name: str) -> Sampler:
         raise ConfigError(f"unknown sampler {name!r}; choose one of {', '.join(sorted(SAMPLERS))}") from None
 
 
-__all__ = ["SAMPLERS", "Callback", "OutputFn", "Sampler", "StepInfo", "get_sampler", "output_mean_sampler",
-           "paper_sampler"]
+__all__ = ["SAMPLERS", "Callback", "OutputFn", "Sampler", "StepInfo", "bfn_solver", "get_sampler",
+           "make_bfn_solver", "output_mean_sampler", "paper_sampler"]

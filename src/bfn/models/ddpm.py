@@ -1,0 +1,309 @@
+"""`DDPM`: the diffusion baseline (Ho et al. 2020) on the same networks, trainer and evaluation as `BFN`.
+
+The network predicts the noise eps from x_t and t (Ho et al. 2020, §3.2) and is trained with L_simple (eq. 14).
+Data of every kind are seen as values in [-1, 1]: discrete classes k = 0..K-1 as -1 + 2k / (K - 1) (binarized
+{0, 1} -> {-1, +1}), discretized data as their bin centres, continuous data as they are. Likelihoods are the full
+variational bound in nats with Ho et al.'s discrete decoder (eq. 13) over the K data values, so that discrete and
+discretized bounds are bounds on -ln P(x) and directly comparable with a BFN's.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from bfn.config import DDPMConfig
+from bfn.diffusion.gaussian import (
+    BinnedGaussian,
+    BoundTerms,
+    GaussianDiffusion,
+    bin_edges,
+    l_simple,
+    variational_bound,
+)
+from bfn.errors import ConfigError, DataError
+from bfn.models.layout import Layout, from_network, to_network
+from bfn.samplers.base import Callback, FinalChoice, StepInfo
+from bfn.samplers.ddpm import ancestral_sampler, ddim_sampler, ddpm_sampler_name
+from bfn.utils.tensors import rand, randn
+
+DataKind = Literal["continuous", "discretized", "discrete"]
+
+
+def ddpm_features(data: Any) -> tuple[int, int]:
+    """Features per variable (network input, network output) of a DDPM: one value x_t in, one eps out, whatever
+    the data kind (`data` is a `bfn.models.hub.DataInfo`)."""
+    if data.kind not in ("continuous", "discretized", "discrete"):
+        raise ConfigError(f"a DDPM cannot model {data.kind!r} data; use continuous, discretized or discrete data")
+    return 1, 1
+
+
+@dataclass
+class Shown:
+    """What the pictures read of a DDPM sampling step: per-variable values `mean` in the data's display units
+    (class index for discrete data, values in [-1, 1] otherwise), as `bfn.viz` reads BFN parameters."""
+
+    mean: Tensor
+
+
+def data_values(kind: str, *, num_classes: int | None = None, num_bins: int | None = None) -> Tensor | None:
+    """The K values in [-1, 1] the data take (None for continuous data): -1 + 2k / (K - 1) for K classes (the
+    binarized {0, 1} as {-1, +1}), the bin centres (2k + 1) / K - 1 for K bins (Graves et al. 2023, §5)."""
+    if kind == "discrete":
+        k = num_classes or 2
+        if k < 2:
+            raise ConfigError(f"discrete data need at least 2 classes, got {k}")
+        return torch.linspace(-1, 1, k, dtype=torch.float64)
+    if kind == "discretized":
+        if not num_bins or num_bins < 2:
+            raise ConfigError(f"discretized data need num_bins >= 2, got {num_bins}")
+        return (2 * torch.arange(num_bins, dtype=torch.float64) + 1) / num_bins - 1
+    if kind == "continuous":
+        return None
+    raise ConfigError(f"unknown data kind {kind!r}; expected continuous, discretized or discrete")
+
+
+class DDPM(nn.Module):
+    """Denoising diffusion probabilistic model (Ho et al. 2020) with the interface of `bfn.models.BFN`.
+
+    Args:
+        network: any module with `forward(x, t, cond=None)` taking one feature per variable and returning one
+            (eps_theta), t in (0, 1] being tau / T.
+        config: the schedule and variance (`bfn.config.DDPMConfig`; defaults: T = 1000, linear 1e-4..0.02).
+        data_kind: "discrete", "discretized" or "continuous".
+        data_shape: shape S of one example, e.g. (1, 28, 28).
+        num_bins: K for discretized data.
+        num_classes: K for discrete data (default 2).
+        layout: how [B, *S, 1] reaches the network ("image", "sequence" or "flat").
+        num_labels: number of class labels for conditional models (None: unconditional).
+    """
+
+    def __init__(self, network: nn.Module, config: DDPMConfig | None = None, *, data_kind: DataKind,
+                 data_shape: tuple[int, ...], num_bins: int | None = None, num_classes: int | None = None,
+                 layout: Layout = "flat", num_labels: int | None = None) -> None:
+        super().__init__()
+        cfg = config or DDPMConfig()
+        self.network = network
+        self.ddpm_config = cfg
+        self.kind = data_kind
+        self.data_shape = tuple(int(s) for s in data_shape)
+        self.layout = layout
+        self.num_labels = num_labels
+        self.num_classes = (num_classes or 2) if data_kind == "discrete" else None
+        self.num_bins = num_bins if data_kind == "discretized" else None
+        self.values = data_values(data_kind, num_classes=self.num_classes, num_bins=self.num_bins)
+        self.variance = getattr(cfg, "variance", "small")
+        self.clip_x0 = bool(getattr(cfg, "clip_x0", True)) and data_kind != "continuous"
+        self.diffusion = GaussianDiffusion.from_schedule(cfg.schedule, cfg.timesteps, beta_start=cfg.beta_start,
+                                                         beta_end=cfg.beta_end)
+        # replaced by models.hub.build_model with the full description for save_pretrained
+        self.config: dict[str, Any] = {"data": {"kind": data_kind, "shape": list(self.data_shape),
+                                                "num_classes": self.num_classes, "num_bins": self.num_bins}}
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def timesteps(self) -> int:
+        """T, the number of diffusion steps of training."""
+        return self.diffusion.num_train_timesteps
+
+    # --- data <-> [-1, 1] ---------------------------------------------------------------------------------------
+    def check_batch(self, x: Tensor) -> Tensor:
+        """Validate a data batch (one-line DataError otherwise) and return it as values in [-1, 1], float32."""
+        if not isinstance(x, Tensor):
+            raise DataError(f"expected a torch.Tensor batch, got {type(x).__name__}")
+        if tuple(x.shape[1:]) != self.data_shape:
+            raise DataError(f"data has shape {tuple(x.shape)} but the model expects (batch, "
+                            f"{', '.join(map(str, self.data_shape))}); reshape the batch or use a matching preset")
+        if self.kind == "discrete":
+            if x.is_floating_point() and not torch.equal(x, x.round()):
+                raise DataError("discrete data must hold class indices (integers); got fractional values")
+            k = self.num_classes or 2
+            if x.numel() and (x.min() < 0 or x.max() >= k):
+                raise DataError(f"discrete data must hold class indices in 0..{k - 1}, got {int(x.min())}.."
+                                f"{int(x.max())}")
+            return self.values.to(device=x.device, dtype=torch.float32)[x.long()]
+        if not x.is_floating_point():
+            raise DataError(f"{self.kind} data must be floating point values in [-1, 1], got {x.dtype}")
+        if self.kind == "discretized" and x.numel() and (x.min() < -1 or x.max() > 1):
+            raise DataError("discretized data must lie in [-1, 1] (bin centres); rescale the data")
+        return x.float()
+
+    def value_index(self, x: Tensor) -> Tensor | None:
+        """Index of each variable's value among `values` (None for continuous data)."""
+        if self.values is None:
+            return None
+        return torch.bucketize(x.contiguous(), bin_edges(self.values.to(x)))
+
+    def to_data(self, index: Tensor) -> Tensor:
+        """Value indices -> the data format: class indices (int64) or bin centres (float32)."""
+        if self.kind == "discrete":
+            return index.long()
+        assert self.values is not None
+        return self.values.to(device=index.device, dtype=torch.float32)[index]
+
+    def display(self, v: Tensor) -> Tensor:
+        """Values in [-1, 1] -> the display units of `bfn.viz` (class index for discrete data)."""
+        if self.kind == "discrete":
+            return (v.clamp(-1, 1) + 1) / 2 * ((self.num_classes or 2) - 1)
+        return v
+
+    # --- the network --------------------------------------------------------------------------------------------
+    def eps(self, x_t: Tensor, i: Tensor, process: GaussianDiffusion, cond: Tensor | None = None,
+            guidance: float | None = None) -> Tensor:
+        """eps_theta(x_i, tau_i) [B, *S], optionally with classifier-free guidance (Ho & Salimans 2022):
+        (1 + w) eps(cond) - w eps(null)."""
+        t = process.network_time(i)
+        x = to_network(x_t.unsqueeze(-1), self.layout)
+        out = self.network(x, t, cond) if cond is not None else self.network(x, t)
+        e = from_network(out, self.layout, self.data_shape, 1)[..., 0].float()
+        if guidance:
+            if cond is None:
+                raise ConfigError("guidance needs a label; pass cond (e.g. --label 7) or set guidance to 0")
+            null = torch.full_like(cond, self.num_labels if self.num_labels is not None else 0)
+            e = (1 + guidance) * e - guidance * self.eps(x_t, i, process, null)
+        return e
+
+    def denoise(self, x_t: Tensor, i: Tensor, process: GaussianDiffusion, cond: Tensor | None = None,
+                guidance: float | None = None) -> Tensor:
+        """x0_hat(x_i) from eps_theta (Ho et al. 2020, eq. 4 solved for x_0), clipped to [-1, 1] for discrete and
+        discretized data, as in Ho et al.'s sampler; the same model defines the bound."""
+        x0 = process.x0_from_eps(x_t, i, self.eps(x_t, i, process, cond, guidance))
+        return x0.clamp(-1, 1) if self.clip_x0 else x0
+
+    def process(self, steps: int | float | str | None = None) -> GaussianDiffusion:
+        """The T-step process, or respaced to `steps` < T latents; None, "inf" or steps >= T give all T."""
+        if steps is None or steps in ("inf", "continuous") or (isinstance(steps, float) and math.isinf(steps)):
+            return self.diffusion
+        if isinstance(steps, str) and steps.strip().isdigit():
+            steps = int(steps)
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ConfigError(f"steps must be a positive integer or 'inf', got {steps!r}")
+        return self.diffusion.respace(min(steps, self.timesteps))
+
+    # --- training and likelihood ------------------------------------------------------------------------------
+    def forward(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
+        """L_simple per example, shape [B] (what the trainer minimises; a squared error, not nats)."""
+        return self.loss(x, cond=cond)
+
+    def loss(self, x: Tensor, *, cond: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
+        """L_simple = ||eps - eps_theta(sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps, t)||^2 summed over
+        variables, t ~ U{1..T}, eps ~ N(0, I): Ho et al. 2020, eq. (14) and Algorithm 1; shape [B]."""
+        x0 = self.check_batch(x)
+        b = x0.shape[0]
+        i = 1 + (rand((b,), generator=generator, device=x0.device) * self.timesteps).long().clamp_max(
+            self.timesteps - 1)
+        noise = randn(x0.shape, generator=generator, device=x0.device)
+        x_t = self.diffusion.q_sample(x0, i, noise)
+        with torch.autocast(device_type=x0.device.type, enabled=False):
+            return l_simple(noise, self.eps(x_t, i, self.diffusion, cond))
+
+    @torch.no_grad()
+    def bound_terms(self, x: Tensor, steps: int | float | str | None = "inf", *, cond: Tensor | None = None,
+                    generator: torch.Generator | None = None) -> BoundTerms:
+        """Prior, diffusion and decoder terms of the bound (Ho et al. 2020, eq. 5), each [B] nats; see `nll`."""
+        x0 = self.check_batch(x)
+        process = self.process(steps)
+
+        def denoise(x_t: Tensor, i: Tensor) -> Tensor:
+            c = None if cond is None else torch.cat([cond] * (x_t.shape[0] // cond.shape[0]))
+            return self.denoise(x_t, i, process, c)
+
+        with torch.autocast(device_type=x0.device.type, enabled=False):
+            return variational_bound(process, denoise, x0, values=self.values, index=self.value_index(x0),
+                                     variance=self.variance, generator=generator)
+
+    @torch.no_grad()
+    def nll(self, x: Tensor, steps: int | float | str | None = "inf", *, cond: Tensor | None = None,
+            generator: torch.Generator | None = None) -> Tensor:
+        """One-sample estimate of the variational bound on -ln p(x) in nats per example, shape [B]
+        (Ho et al. 2020, eq. 5): L_T exactly, plus (S - 1) L_{i-1} at one i ~ U{2..S} (the Monte Carlo estimate
+        of the sum over all steps), plus the decoder term L_0 of eq. (13). Averaging repeats averages the estimate.
+
+        `steps`: "inf" (or None, or any count >= T) bounds the trained T-step model; a count S < T bounds the
+        S-step model of the respaced process (Nichol & Dhariwal 2021, §4), which is the model that
+        `sample(n, S, sampler="ancestral")` draws from, so bounds and samplers at S steps match, as for a BFN.
+        """
+        return self.bound_terms(x, steps, cond=cond, generator=generator).total
+
+    # --- sampling ---------------------------------------------------------------------------------------------
+    def decoder(self, x0_hat: Tensor, process: GaussianDiffusion) -> BinnedGaussian | None:
+        """p(x_0 | x_1) with mean x0_hat = mu_theta(x_1, 1) (Ho et al. 2020, eq. 13); None for continuous data."""
+        if self.values is None:
+            return None
+        return BinnedGaussian(x0_hat, process.decoder_std(x0_hat), self.values.to(x0_hat))
+
+    @torch.no_grad()
+    def sample(self, n: int, steps: int | None = None, *, sampler: str = "ancestral",
+               generator: torch.Generator | None = None, callback: Callback | None = None,
+               cond: Tensor | int | None = None, guidance: float | None = None, final: FinalChoice = "sample",
+               eta: float = 0.0) -> Tensor:
+        """Draw `n` samples with `steps` network evaluations (default and at most T).
+
+        Samplers: "ancestral" (Ho et al. 2020, Algorithm 2; with steps < T over the respaced timesteps, which is
+        DDIM with eta = 1; "paper" is an alias) and "ddim" (Song et al. 2021; `eta` = 0 deterministic).
+        `final`: "sample" draws x_0 from the discrete decoder p(x_0 | x_1) (eq. 13), "mode" takes its most likely
+        value (x0_hat rounded to the nearest value), "mean" its mean (class probabilities [n, *S, K] for discrete
+        data, as a BFN's). Returns data-format samples: class indices (int64) for discrete data, bin centres in
+        [-1, 1] for discretized data, x0_hat for continuous data.
+        """
+        if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+            raise ConfigError(f"n (number of samples) must be a positive integer, got {n!r}")
+        if final not in ("sample", "mode", "mean"):
+            raise ConfigError(f"final must be 'sample', 'mode' or 'mean', got {final!r}")
+        name = ddpm_sampler_name(sampler)
+        process = self.process(self.timesteps if steps is None else _check_steps(steps, self.timesteps))
+        device = self.device
+        if isinstance(cond, int):
+            cond = torch.full((n,), cond, device=device, dtype=torch.long)
+        if cond is not None:
+            self.check_labels(cond)
+
+        def denoise(x_t: Tensor, i: Tensor) -> Tensor:
+            return self.denoise(x_t, i, process, cond, guidance)
+
+        shown = None if callback is None else self._shown_callback(callback)
+        shape = (n, *self.data_shape)
+        if name == "ancestral":
+            x0_hat = ancestral_sampler(process, denoise, shape, variance=self.variance, generator=generator,
+                                       callback=shown, device=device)
+        else:
+            x0_hat = ddim_sampler(process, denoise, shape, eta=eta, generator=generator, callback=shown,
+                                  device=device)
+        decoder = self.decoder(x0_hat, process)
+        if decoder is None:
+            return x0_hat
+        if final == "mean":
+            return decoder.probs if self.kind == "discrete" else decoder.mean
+        return self.to_data(decoder.mode if final == "mode" else decoder.sample(generator))
+
+    def _shown_callback(self, callback: Callback) -> Callback:
+        """Wrap a callback so that theta (x_t) and output (x0_hat) arrive as `Shown` values in display units."""
+
+        def wrapped(info: StepInfo) -> None:
+            callback(StepInfo(i=info.i, n=info.n, t=info.t, theta=Shown(self.display(info.theta)),
+                              output=Shown(self.display(info.output))))
+
+        return wrapped
+
+    def check_labels(self, cond: Tensor) -> None:
+        if self.num_labels is None:
+            raise ConfigError("this model is unconditional; drop the label (train a -cond preset for labels)")
+        if cond.min() < 0 or cond.max() > self.num_labels:
+            raise ConfigError(f"labels must lie in 0..{self.num_labels - 1}, got {cond.min().item()}.."
+                              f"{cond.max().item()}")
+
+
+def _check_steps(steps: Any, timesteps: int) -> int:
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps <= 0:
+        raise ConfigError(f"steps must be a positive integer, got {steps!r}")
+    if steps > timesteps:
+        raise ConfigError(f"this DDPM was trained with T = {timesteps} steps; sample with at most {timesteps} "
+                          f"steps, got {steps}")
+    return steps
