@@ -8,9 +8,9 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from bfn.errors import ConfigError, DataError
+from bfn.errors import ConfigError
 from bfn.flows.base import BayesianFlow
-from bfn.models.layout import Layout, from_network, to_network
+from bfn.models.layout import Layout, check_data_shape, from_network, to_network
 from bfn.samplers import Callback, get_sampler
 from bfn.samplers.base import FinalChoice, check_steps
 from bfn.utils.tensors import rand
@@ -72,11 +72,7 @@ class BFN(nn.Module):
 
     def check_batch(self, x: Tensor) -> Tensor:
         """Validate a data batch and return it in the flow's dtype (one-line DataError otherwise)."""
-        if not isinstance(x, Tensor):
-            raise DataError(f"expected a torch.Tensor batch, got {type(x).__name__}")
-        if tuple(x.shape[1:]) != self.data_shape:
-            raise DataError(f"data has shape {tuple(x.shape)} but the model expects (batch, "
-                            f"{', '.join(map(str, self.data_shape))}); reshape the batch or use a matching preset")
+        check_data_shape(x, self.data_shape)
         self.flow.validate(x)
         return x.long() if self.flow.kind == "discrete" else x.float()
 

@@ -26,7 +26,7 @@ from bfn.diffusion.gaussian import (
     variational_bound,
 )
 from bfn.errors import ConfigError, DataError
-from bfn.models.layout import Layout, from_network, to_network
+from bfn.models.layout import Layout, check_data_shape, from_network, to_network
 from bfn.samplers.base import Callback, FinalChoice, StepInfo
 from bfn.samplers.ddpm import ancestral_sampler, ddim_sampler, ddpm_sampler_name
 from bfn.utils.tensors import rand, randn
@@ -116,11 +116,7 @@ class DDPM(nn.Module):
     # --- data <-> [-1, 1] ---------------------------------------------------------------------------------------
     def check_batch(self, x: Tensor) -> Tensor:
         """Validate a data batch (one-line DataError otherwise) and return it as values in [-1, 1], float32."""
-        if not isinstance(x, Tensor):
-            raise DataError(f"expected a torch.Tensor batch, got {type(x).__name__}")
-        if tuple(x.shape[1:]) != self.data_shape:
-            raise DataError(f"data has shape {tuple(x.shape)} but the model expects (batch, "
-                            f"{', '.join(map(str, self.data_shape))}); reshape the batch or use a matching preset")
+        check_data_shape(x, self.data_shape)
         if self.kind == "discrete":
             if x.is_floating_point() and not torch.equal(x, x.round()):
                 raise DataError("discrete data must hold class indices (integers); got fractional values")
