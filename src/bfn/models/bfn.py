@@ -10,7 +10,8 @@ from torch import Tensor, nn
 
 from bfn.errors import ConfigError
 from bfn.flows.base import BayesianFlow
-from bfn.models.layout import Layout, check_data_shape, from_network, to_network
+from bfn.models.layout import Layout, from_network, to_network
+from bfn.models.validation import check_data_shape, check_labels
 from bfn.samplers import Callback, get_sampler
 from bfn.samplers.base import FinalChoice, check_steps
 from bfn.utils.tensors import rand
@@ -140,8 +141,4 @@ class BFN(nn.Module):
                   device=device, final=final)
 
     def check_labels(self, cond: Tensor) -> None:
-        if self.num_labels is None:
-            raise ConfigError("this model is unconditional; drop the label (train a -cond preset for labels)")
-        if cond.min() < 0 or cond.max() > self.num_labels:
-            raise ConfigError(f"labels must lie in 0..{self.num_labels - 1}, got {cond.min().item()}.."
-                              f"{cond.max().item()}")
+        check_labels(cond, self.num_labels)

@@ -26,7 +26,8 @@ from bfn.diffusion.gaussian import (
     variational_bound,
 )
 from bfn.errors import ConfigError, DataError
-from bfn.models.layout import Layout, check_data_shape, from_network, to_network
+from bfn.models.layout import Layout, from_network, to_network
+from bfn.models.validation import check_data_shape, check_labels
 from bfn.samplers.base import Callback, FinalChoice, StepInfo
 from bfn.samplers.ddpm import ancestral_sampler, ddim_sampler, ddpm_sampler_name
 from bfn.utils.tensors import rand, randn
@@ -289,11 +290,7 @@ class DDPM(nn.Module):
         return wrapped
 
     def check_labels(self, cond: Tensor) -> None:
-        if self.num_labels is None:
-            raise ConfigError("this model is unconditional; drop the label (train a -cond preset for labels)")
-        if cond.min() < 0 or cond.max() > self.num_labels:
-            raise ConfigError(f"labels must lie in 0..{self.num_labels - 1}, got {cond.min().item()}.."
-                              f"{cond.max().item()}")
+        check_labels(cond, self.num_labels)
 
 
 def _check_steps(steps: Any, timesteps: int) -> int:

@@ -11,8 +11,6 @@ from typing import Literal
 
 from torch import Tensor
 
-from bfn.errors import DataError
-
 Layout = Literal["image", "sequence", "flat"]
 
 
@@ -42,11 +40,3 @@ def default_layout(data_shape: tuple[int, ...], network: str) -> Layout:
         return "sequence"
     return "image" if len(data_shape) == 3 else "flat"
 
-
-def check_data_shape(x: Tensor, data_shape: tuple[int, ...]) -> None:
-    """A batch must be a tensor of shape (B, *data_shape); otherwise a one-line DataError naming the fix."""
-    if not isinstance(x, Tensor):
-        raise DataError(f"expected a torch.Tensor batch, got {type(x).__name__}")
-    if tuple(x.shape[1:]) != data_shape:
-        raise DataError(f"data has shape {tuple(x.shape)} but the model expects (batch, "
-                        f"{', '.join(map(str, data_shape))}); reshape the batch or use a matching preset")
