@@ -238,14 +238,18 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, device: 
 
 
 def _save_samples(model: nn.Module, spec: Any, path: Path, tc: Any) -> None:
-    """A grid of EMA samples with a fixed generator, so grids of successive steps are comparable."""
+    """A grid of EMA samples with a fixed generator, so grids of successive steps are comparable; a conditional
+    model draws labels 0, 1, ..., L-1, 0, 1, ... in order."""
     from bfn.viz.grid import save_sample_grid
 
     was_training = model.training
     model.eval()
-    gen = torch.Generator(device=_device_of(model)).manual_seed(0)
+    device = _device_of(model)
+    gen = torch.Generator(device=device).manual_seed(0)
+    labels = getattr(model, "num_labels", None)
+    cond = torch.arange(tc.sample_n, device=device) % labels if labels else None
     with torch.no_grad():
-        x = model.sample(tc.sample_n, tc.sample_steps, generator=gen)
+        x = model.sample(tc.sample_n, tc.sample_steps, generator=gen, cond=cond)
     model.train(was_training)
     save_sample_grid(x, path, kind=spec.kind, num_bins=spec.num_bins, num_classes=spec.num_classes or 2)
 
