@@ -7,6 +7,7 @@ is defined, `log_prob(x)` per variable.
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -17,6 +18,8 @@ from bfn.utils.tensors import rand
 
 # Probabilities are clamped here before a log so that an impossible bin costs 27.6 nats, not infinity.
 PROB_FLOOR = 1e-12
+# Logit of the impossible classes of an observed variable: exp(-1e4) is exactly 0 in float32 and float64.
+OBSERVED_LOGIT = -1e4
 
 
 class PointMass:
@@ -35,6 +38,10 @@ class PointMass:
 
     def sample(self, generator: torch.Generator | None = None) -> Tensor:
         return self.x_hat
+
+    def observed(self, x: Tensor, mask: Tensor) -> PointMass:
+        """The same distribution with the variables where `mask` [B, *S] is true fixed to the values x."""
+        return PointMass(torch.where(mask, x.to(self.x_hat.dtype), self.x_hat))
 
 
 def bin_centres(num_bins: int, *, device: torch.device | str | None = None,
@@ -86,6 +93,13 @@ class DiscretizedGaussian:
     def sample(self, generator: torch.Generator | None = None) -> Tensor:
         return self.centres[sample_categorical(self.probs, generator)]
 
+    def observed(self, x: Tensor, mask: Tensor) -> DiscretizedGaussian:
+        """A copy with the variables where `mask` [B, *S] is true fixed to the bins of x (all mass on one bin)."""
+        out = copy.copy(self)
+        one_hot = F.one_hot(bin_index(x, self.num_bins), self.num_bins).to(self.probs.dtype)
+        out.probs = torch.where(mask.unsqueeze(-1), one_hot, self.probs)
+        return out
+
 
 class Categorical:
     """Discrete data: independent categoricals over K classes from logits (Graves et al. 2023, §6.3)."""
@@ -111,6 +125,11 @@ class Categorical:
 
     def sample(self, generator: torch.Generator | None = None) -> Tensor:
         return sample_categorical(self.probs, generator)
+
+    def observed(self, x: Tensor, mask: Tensor) -> Categorical:
+        """The same distribution with the variables where `mask` [B, *S] is true fixed to the classes x."""
+        fixed = torch.full_like(self.logits, OBSERVED_LOGIT).scatter(-1, x.long().unsqueeze(-1), 0.0)
+        return Categorical(torch.where(mask.unsqueeze(-1), fixed, self.logits))
 
 
 def sample_categorical(probs: Tensor, generator: torch.Generator | None = None) -> Tensor:

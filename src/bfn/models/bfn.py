@@ -14,6 +14,7 @@ from bfn.models.layout import Layout, from_network, to_network
 from bfn.models.validation import check_data_shape, check_labels
 from bfn.samplers import Callback, get_sampler
 from bfn.samplers.base import FinalChoice, check_steps
+from bfn.samplers.inpaint import InpaintMethod, check_observation, observed_output_fn
 from bfn.utils.tensors import rand
 
 LossChoice = int | Literal["continuous"]
@@ -50,20 +51,28 @@ class BFN(nn.Module):
     # --- the network through the flow -------------------------------------------------------------------
     def net_output(self, theta: Any, t: Tensor, cond: Tensor | None = None) -> Tensor:
         """Raw network output for input parameters theta at times t, in the flow's layout [B, *S, G]."""
-        x = to_network(self.flow.net_input(theta, t), self.layout)
+        return self._run_network(to_network(self.flow.net_input(theta, t), self.layout), t, cond)
+
+    def _run_network(self, x: Tensor, t: Tensor, cond: Tensor | None) -> Tensor:
         out = self.network(x, t, cond) if cond is not None else self.network(x, t)
         return from_network(out, self.layout, self.data_shape, self.flow.output_features).float()
 
     def output_distribution(self, theta: Any, t: Tensor, cond: Tensor | None = None,
                             guidance: float | None = None) -> Any:
         """p_O(. | theta; t), optionally with classifier-free guidance (Ho & Salimans 2022) on the network's
-        output parameters: (1 + w) out(cond) - w out(null)."""
-        out = self.net_output(theta, t, cond)
-        if guidance:
-            if cond is None:
-                raise ConfigError("guidance needs a label; pass cond (e.g. --label 7) or set guidance to 0")
-            null = torch.full_like(cond, self.num_labels if self.num_labels is not None else 0)
-            out = (1 + guidance) * out - guidance * self.net_output(theta, t, null)
+        output parameters, out = (1 + w) out(theta, c) - w out(theta, null): combined logits for discrete data,
+        combined mean and log-std for discretised data, combined noise prediction for continuous data. Every
+        combination is again a valid output distribution. The two evaluations share one batched network call."""
+        if not guidance:
+            return self.flow.output_distribution(self.net_output(theta, t, cond), theta, t)
+        if cond is None or self.num_labels is None:
+            raise ConfigError("guidance needs a class-conditional model and a label (e.g. --label 7); "
+                              "or set guidance to 0")
+        x = to_network(self.flow.net_input(theta, t), self.layout)
+        null = torch.full_like(cond, self.num_labels)
+        both = self._run_network(torch.cat([x, x]), torch.cat([t, t]), torch.cat([cond, null]))
+        out_cond, out_null = both.chunk(2)
+        out = (1 + guidance) * out_cond - guidance * out_null
         return self.flow.output_distribution(out, theta, t)
 
     # --- training and likelihood ------------------------------------------------------------------------
@@ -119,8 +128,15 @@ class BFN(nn.Module):
     @torch.no_grad()
     def sample(self, n: int, steps: int = 100, *, sampler: str = "paper", generator: torch.Generator | None = None,
                callback: Callback | None = None, cond: Tensor | int | None = None, guidance: float | None = None,
-               final: FinalChoice = "sample") -> Tensor:
+               final: FinalChoice = "sample", inpaint: tuple[Tensor, Tensor] | None = None,
+               inpaint_method: InpaintMethod = "exact") -> Tensor:
         """Draw `n` samples with `steps` network evaluations (plus one for the final output distribution).
+
+        Args:
+            cond: class labels [n] (or one int for all) of a conditional model; guidance: the classifier-free
+                guidance scale w (0 or None: none; see `output_distribution`).
+            inpaint: (known values, mask) of one example's shape or the batch's: condition on the variables
+                where mask is true (`bfn.samplers.inpaint`); they are returned unchanged.
 
         Returns data-format samples: class indices for discrete data, bin centres for discretised data.
         """
@@ -137,6 +153,10 @@ class BFN(nn.Module):
         def output_fn(theta: Any, t: Tensor) -> Any:
             return self.output_distribution(theta, t, cond, guidance)
 
+        if inpaint is not None:
+            known, mask = check_observation(*inpaint, (n, *self.data_shape))
+            known = self.check_batch(known.to(device))
+            output_fn = observed_output_fn(output_fn, known, mask.to(device), inpaint_method)
         return fn(self.flow, output_fn, (n, *self.data_shape), steps, generator=generator, callback=callback,
                   device=device, final=final)
 

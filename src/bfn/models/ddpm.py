@@ -161,9 +161,10 @@ class DDPM(nn.Module):
         out = self.network(x, t, cond) if cond is not None else self.network(x, t)
         e = from_network(out, self.layout, self.data_shape, 1)[..., 0].float()
         if guidance:
-            if cond is None:
-                raise ConfigError("guidance needs a label; pass cond (e.g. --label 7) or set guidance to 0")
-            null = torch.full_like(cond, self.num_labels if self.num_labels is not None else 0)
+            if cond is None or self.num_labels is None:
+                raise ConfigError("guidance needs a class-conditional model and a label (e.g. --label 7); "
+                                  "or set guidance to 0")
+            null = torch.full_like(cond, self.num_labels)
             e = (1 + guidance) * e - guidance * self.eps(x_t, i, process, null)
         return e
 
