@@ -15,6 +15,7 @@ EPILOG = """examples:
   bfn train mnist-discrete train.steps=500  # binarized MNIST; any config key can be overridden
   bfn train runs/mnist-discrete --resume    # continue a stopped run
   bfn sample runs/mnist-discrete --n 64 --steps 100
+  bfn sample runs/mnist-discrete-cond --label 7 --guidance 2
   bfn data list
 """
 
@@ -37,20 +38,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="training device")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    _add_common(p)
-
-    p = sub.add_parser("sample", help="draw samples from a trained run: a PNG grid and a .npy file",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("run", help="run directory written by `bfn train`")
-    p.add_argument("--n", type=int, default=64, help="number of samples")
-    p.add_argument("--steps", type=int, default=100, help="sampling steps (network evaluations)")
-    p.add_argument("--sampler", default="paper", help="sampler name (see `bfn samplers`)")
-    p.add_argument("--final", default="sample", choices=["sample", "mode", "mean"],
-                   help="what the last step returns: a draw from the output distribution (the paper), its mode or"
-                        " its mean")
-    p.add_argument("--seed", type=int, default=0, help="random seed")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
-    p.add_argument("--out", default=None, help="output PNG path (default: RUN/samples_<steps>.png)")
     _add_common(p)
 
     p = sub.add_parser("presets", help="list the shipped presets")
@@ -78,7 +65,7 @@ def _command_modules() -> list[Any]:
 
 
 #: modules under bfn/commands/ (kept explicit: no discovery by file name)
-COMMAND_MODULES: list[str] = ["show", "eval", "compare"]
+COMMAND_MODULES: list[str] = ["sample", "show", "eval", "compare"]
 
 
 def resolve_device(name: str) -> str:
@@ -123,25 +110,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_sample(args: argparse.Namespace) -> int:
-    import numpy as np
-    import torch
-
-    from bfn.models import from_pretrained
-    from bfn.viz.grid import save_sample_grid
-
-    device = resolve_device(args.device)
-    model = from_pretrained(args.run, device=device)
-    gen = torch.Generator(device=device).manual_seed(args.seed)
-    x = model.sample(args.n, args.steps, sampler=args.sampler, generator=gen, final=args.final)
-    out = Path(args.out) if args.out else Path(args.run) / f"samples_{args.sampler}_{args.steps}.png"
-    kind = model.config["data"]["kind"]
-    save_sample_grid(x, out, kind=kind, num_classes=model.config["data"].get("num_classes") or 2)
-    np.save(out.with_suffix(".npy"), x.cpu().numpy())
-    print(f"wrote {out} and {out.with_suffix('.npy')}")
-    return 0
-
-
 def cmd_presets(args: argparse.Namespace) -> int:
     from bfn.config import list_presets, load_config
 
@@ -167,7 +135,7 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS: dict[str, Any] = {"train": cmd_train, "sample": cmd_sample, "presets": cmd_presets,
+COMMANDS: dict[str, Any] = {"train": cmd_train, "presets": cmd_presets,
                             "samplers": cmd_samplers, "data": cmd_data}
 
 

@@ -185,6 +185,11 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"train.betas must hold two numbers, got {t.betas}")
     if cfg.sample.steps <= 0:
         raise ConfigError(f"sample.steps must be positive, got {cfg.sample.steps}")
+    for key in ("log_every", "checkpoint_every"):
+        if getattr(t, key) <= 0:
+            raise ConfigError(f"train.{key} must be a positive step count, got {getattr(t, key)}")
+    if t.sample_every < 0:
+        raise ConfigError(f"train.sample_every must be >= 0 (0: no periodic grids), got {t.sample_every}")
     loss = cfg.model.loss
     if loss != "continuous" and not (loss.isdigit() and int(loss) > 0):
         raise ConfigError(f"model.loss must be 'continuous' or a positive step count like 784, got {loss!r}")

@@ -1,4 +1,5 @@
-"""`bfn show RUN --grid | --evolution | --gif | --trajectories | --progress | --curves`: pictures of a run.
+"""`bfn show RUN --grid | --evolution | --gif | --trajectories | --progress | --curves | --guidance`: pictures
+of a run.
 
 Each flag writes one file (default RUN/figures/<name>) and prints its path; every figure is one call of a
 `bfn.viz` function, so notebooks get the same pictures from Python.
@@ -21,8 +22,9 @@ FIGURES: dict[str, str] = {
     "trajectories": "trajectories.png",
     "progress": "progress.png",
     "curves": "curves.png",
+    "guidance": "guidance.png",
 }
-SAMPLING = ("grid", "evolution", "gif", "trajectories")
+SAMPLING = ("grid", "evolution", "gif", "trajectories", "guidance")
 HELP = {
     "grid": "a grid of samples (histogram / scatter plot for 1-D / 2-D data)",
     "evolution": "input distribution and output prediction of a few samples at --k steps",
@@ -30,12 +32,14 @@ HELP = {
     "trajectories": "1-D data: input-mean trajectories over the Bayesian flow density, with histograms",
     "progress": "the periodic sample grids of training (RUN/samples/) in one figure, captioned by step",
     "curves": "loss and gradient-norm curves from RUN/metrics.jsonl",
+    "guidance": "class-conditional runs: rows = labels 0-9, columns = guidance scales (--scales), --n per cell",
 }
 EPILOG = """examples:
   bfn show runs/mnist-discrete --evolution --gif     # the sampling process, step by step
   bfn show runs/mnist-discrete --grid --probs --n 16  # output probabilities instead of sampled pixels
   bfn show runs/mixture-1d --trajectories --steps 100 # the paper's Figure 1 for a trained model
   bfn show runs/mnist-discrete --progress --curves    # training progress, no sampling needed
+  bfn show runs/mnist-discrete-cond --guidance --scales 0,1,2,4
 """
 
 
@@ -59,6 +63,7 @@ def register(subparsers: Any) -> None:
                    help="gif: at most this many step frames, plus the final one (default 100)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--sampler", default=None, help="sampler name (default: the run's sample.sampler)")
+    p.add_argument("--scales", default="0,1,2,4", help="guidance: comma-separated guidance scales w")
     p.add_argument("--probs", action="store_true", help="grid: show output probabilities / means, not samples")
     p.add_argument("--linear", action="store_true", help="curves: linear (not log) loss axis")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or mps")
@@ -126,6 +131,9 @@ def make_figure(name: str, path: Path, *, run_dir: Path, model: Any, args: argpa
         n = args.n or (64 if info.image_like else 1000)
         return viz.save_model_grid(model, path, n=n, steps=steps, seed=args.seed, probs=args.probs, data=data,
                                    **kwargs)
+    if name == "guidance":
+        return viz.save_guidance_grid(model, path, scales=parse_scales(args.scales), per_cell=args.n or 4,
+                                      steps=steps, seed=args.seed, **kwargs)
     if name == "evolution":
         return viz.save_evolution(model, path, n=args.n, steps=steps, k=args.k, seed=args.seed, data=data, **kwargs)
     if name == "gif":
@@ -135,14 +143,25 @@ def make_figure(name: str, path: Path, *, run_dir: Path, model: Any, args: argpa
                                       **kwargs)
 
 
+def parse_scales(text: str) -> list[float]:
+    """"0,1,2,4" -> [0.0, 1.0, 2.0, 4.0] (a ConfigError for anything else)."""
+    try:
+        scales = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"--scales must be comma-separated numbers like 0,1,2,4, got {text!r}") from None
+    if not scales:
+        raise ConfigError("--scales is empty; give comma-separated numbers like 0,1,2,4")
+    return scales
+
+
 def run(args: argparse.Namespace) -> int:
     run_dir = Path(args.run)
     if not run_dir.is_dir():
         raise CheckpointError(f"{run_dir} is not a directory; give a run directory written by `bfn train`")
     wanted = [name for name in FIGURES if args.all or getattr(args, name)]
     if not wanted:
-        raise ConfigError("choose a figure: --grid, --evolution, --gif, --trajectories, --progress or --curves "
-                          "(or --all)")
+        raise ConfigError("choose a figure: --grid, --evolution, --gif, --trajectories, --progress, --curves or "
+                          "--guidance (or --all)")
     for flag in ("steps", "n", "k", "frames"):
         value = getattr(args, flag)
         if value is not None and value <= 0:
@@ -154,6 +173,8 @@ def run(args: argparse.Namespace) -> int:
         from bfn.models import from_pretrained
 
         model = from_pretrained(run_dir, device=resolve_device(args.device))
+        if args.all and not getattr(model, "num_labels", None):
+            wanted.remove("guidance")  # --all: only the figures that apply to this run
     written = 0
     for name, path in output_paths(run_dir, wanted, args.out).items():
         try:

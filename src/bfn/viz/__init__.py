@@ -22,6 +22,7 @@ from bfn.viz.evolution import (
     save_trajectory_evolution,
 )
 from bfn.viz.grid import DataKind, data_kind, make_grid, save_model_grid, save_sample_grid, to_pil, to_unit_interval
+from bfn.viz.guidance import guided_samples, save_guidance_grid
 from bfn.viz.plots import figure_to_image, save_sample_plot
 from bfn.viz.progress import save_progress
 from bfn.viz.trajectories import bayesian_flow_paths, flow_density, save_flow_density, save_flow_trajectories
@@ -35,6 +36,7 @@ __all__ = [
     "evolution_image",
     "evolution_plot",
     "figure_to_image",
+    "guided_samples",
     "flow_density",
     "make_grid",
     "record_sampling",
@@ -42,6 +44,7 @@ __all__ = [
     "save_flow_density",
     "save_flow_trajectories",
     "save_gif",
+    "save_guidance_grid",
     "save_model_grid",
     "save_progress",
     "save_sample_grid",
