@@ -91,6 +91,7 @@ class TrainConfig:
     max_bad_steps: int = 20  # with nan_policy=skip: stop after this many consecutive non-finite losses
     compile: bool = False
     tensorboard: bool = False
+    threads: int = 0  # CPU intra-op threads; 0: torch's default (one per core). Use 1 per run when runs share cores
 
 
 @dataclass
@@ -185,6 +186,8 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"train.betas must hold two numbers, got {t.betas}")
     if cfg.sample.steps <= 0:
         raise ConfigError(f"sample.steps must be positive, got {cfg.sample.steps}")
+    if t.threads < 0:
+        raise ConfigError(f"train.threads must be 0 (torch's default) or a positive count, got {t.threads}")
     for key in ("log_every", "checkpoint_every"):
         if getattr(t, key) <= 0:
             raise ConfigError(f"train.{key} must be a positive step count, got {getattr(t, key)}")

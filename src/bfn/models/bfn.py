@@ -99,8 +99,9 @@ class BFN(nn.Module):
             n = check_steps(loss)
             t = (u * n).floor().clamp_max(n - 1) / n
         theta = self.flow.flow_sample(x, t, generator=generator)
-        with torch.autocast(device_type=x.device.type, enabled=False):
-            p_out = self.output_distribution(theta, t, cond)
+        net_out = self.net_output(theta, t, cond)  # under the caller's autocast (bf16 training); float32 out
+        with torch.autocast(device_type=x.device.type, enabled=False):  # the loss itself in float32
+            p_out = self.flow.output_distribution(net_out, theta, t)
             if loss == "continuous":
                 return self.flow.continuous_time_loss(x, p_out, t)
             return self.flow.discrete_time_loss(x, p_out, t, n, generator=generator)
@@ -111,8 +112,9 @@ class BFN(nn.Module):
         x = self.check_batch(x)
         t = torch.ones(x.shape[0], device=x.device)
         theta = self.flow.flow_sample(x, t, generator=generator)
+        net_out = self.net_output(theta, t, cond)
         with torch.autocast(device_type=x.device.type, enabled=False):
-            return self.flow.reconstruction_loss(x, self.output_distribution(theta, t, cond))
+            return self.flow.reconstruction_loss(x, self.flow.output_distribution(net_out, theta, t))
 
     @torch.no_grad()
     def nll(self, x: Tensor, steps: int | float | str = "inf", *, cond: Tensor | None = None,

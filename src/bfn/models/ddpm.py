@@ -199,8 +199,9 @@ class DDPM(nn.Module):
             self.timesteps - 1)
         noise = randn(x0.shape, generator=generator, device=x0.device)
         x_t = self.diffusion.q_sample(x0, i, noise)
-        with torch.autocast(device_type=x0.device.type, enabled=False):
-            return l_simple(noise, self.eps(x_t, i, self.diffusion, cond))
+        eps = self.eps(x_t, i, self.diffusion, cond)  # under the caller's autocast (bf16 training); float32 out
+        with torch.autocast(device_type=x0.device.type, enabled=False):  # the loss itself in float32
+            return l_simple(noise, eps)
 
     @torch.no_grad()
     def bound_terms(self, x: Tensor, steps: int | float | str | None = "inf", *, cond: Tensor | None = None,

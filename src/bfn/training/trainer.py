@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import signal
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,6 +111,12 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, device: 
         raise ConfigError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu")
     accelerator = Accelerator(cpu=cpu, mixed_precision=tc.precision)
     main = accelerator.is_main_process
+    if accelerator.device.type == "cpu":
+        if tc.threads:
+            torch.set_num_threads(tc.threads)
+        if tc.precision != "no" and main:
+            warnings.warn(f"train.precision={tc.precision} on a CPU: autocast is emulated on most CPUs and was 10x "
+                          "slower than float32 in benchmarks/optimisations.py; use train.precision=no", stacklevel=2)
     state_file = run_dir / STATE_NAME
     if state_file.exists() and not resume:
         raise CheckpointError(f"{run_dir} already holds a run; add --resume to continue it, or choose another "

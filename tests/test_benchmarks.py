@@ -1,0 +1,103 @@
+"""The performance suite's smoke mode runs and writes complete JSON (no timing assertions: benchmarks are scripts)."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `benchmarks` is a top-level folder of the repository, not part of the package
+    sys.path.insert(0, str(ROOT))
+
+
+def positive(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+def check_environment(env: dict[str, Any]) -> None:
+    for key in ("torch", "threads", "cpu_model", "device", "device_name", "dtype", "autocast", "timestamp"):
+        assert key in env, key
+    assert env["threads"] == 1
+    assert env["dtype"] == "float32" and env["autocast"] is None
+
+
+def check_memory(memory: dict[str, Any]) -> None:
+    assert positive(memory["peak_rss_mib"])
+    assert memory["peak_rss_scope"] in ("phase", "process")
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    import benchmarks.__main__ as suite_main
+
+    out = tmp_path_factory.mktemp("bench")
+    args = ["--quick", "--threads", "1", "--out", str(out), "--presets", "mnist-discrete,mixture-1d"]
+    assert suite_main.main(args) == 0
+    return out, (out / "summary.md").read_text()
+
+
+def test_training_json(suite: tuple[Path, str]) -> None:
+    data = json.loads((suite[0] / "training.json").read_text())
+    check_environment(data["environment"])
+    assert data["quick"] is True
+    assert positive(data["matmul_peak"]["gflops_median"])
+    assert [r["preset"] for r in data["presets"]] == ["mnist-discrete", "mixture-1d"]
+    for row in data["presets"]:
+        for key in ("images_per_s", "seconds_per_step_median", "flops_forward_per_image", "flops_train_per_image",
+                    "achieved_gflops", "fraction_of_fp32_matmul_peak", "parameters", "batch_size"):
+            assert positive(row[key]), (row["preset"], key, row[key])
+        assert row["flops_train_per_image"] > row["flops_forward_per_image"]
+        assert row["network_dtype"] == "float32"
+        check_memory(row["memory"])
+
+
+def test_sampling_json(suite: tuple[Path, str]) -> None:
+    data = json.loads((suite[0] / "sampling.json").read_text())
+    check_environment(data["environment"])
+    assert positive(data["flops_per_image_per_evaluation"])
+    assert {c["sampler"] for c in data["cells"]} == {"paper", "sde2"}
+    for cell in data["cells"]:
+        for key in ("images_per_s", "seconds_median", "ms_per_evaluation", "achieved_gflops", "network_share"):
+            assert positive(cell[key]), (cell["sampler"], cell["steps"], key, cell[key])
+        assert cell["network_evaluations"] == cell["steps"] + 1
+        check_memory(cell["memory"])
+
+
+def test_nll_json(suite: tuple[Path, str]) -> None:
+    data = json.loads((suite[0] / "nll.json").read_text())
+    check_environment(data["environment"])
+    for key in ("seconds_median", "images_per_s", "n_images"):
+        assert positive(data[key]), key
+    assert all(positive(v) for v in data["flops_per_image"].values())
+    assert all(positive(v["nats"]) for v in data["bounds_random_weights"].values())
+    check_memory(data["memory"])
+
+
+def test_summary_is_markdown(suite: tuple[Path, str]) -> None:
+    text = suite[1]
+    for heading in ("### Training throughput", "### Sampling throughput", "### NLL evaluation"):
+        assert heading in text
+    assert "| mnist-discrete |" in text
+
+
+def test_optimisations_quick(tmp_path: Path) -> None:
+    from benchmarks import optimisations
+
+    assert optimisations.main(["--quick", "--threads", "1", "--out", str(tmp_path),
+                               "--only", "channels_last,inference_mode,overhead"]) == 0
+    data = json.loads((tmp_path / "optimisations.json").read_text())
+    exps = data["experiments"]
+    assert set(exps) == {"channels_last", "inference_mode", "overhead"}
+    for name in ("channels_last", "inference_mode"):
+        assert "error" not in exps[name], exps[name]
+    cl = exps["channels_last"]
+    assert cl["max_abs_output_difference"] < 1e-4  # the same function, another memory layout
+    for variant in cl["train_step"].values():
+        assert positive(variant["seconds_median"]) and positive(variant["speedup"])
+    assert exps["inference_mode"]["deterministic_under_inference_mode"] is True
+    assert 0 <= exps["overhead"]["non_network_share"] < 1
