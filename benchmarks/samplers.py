@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -173,9 +174,15 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {} if args.fresh or not json_path.is_file() else json.loads(json_path.read_text())
 
     def save() -> None:
-        tmp = json_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(results, indent=1))
+        """Write this invocation's runs into the JSON, keeping the other runs' entries as they are on disk now
+        (two invocations on different runs may share the file)."""
+        on_disk = json.loads(json_path.read_text()) if json_path.is_file() else {}
+        mine = {Path(p).name for p in args.runs}
+        merged = {**on_disk, **{k: v for k, v in results.items() if k in mine or k not in on_disk}}
+        tmp = json_path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(merged, indent=1))
         tmp.replace(json_path)
+        results.update({k: v for k, v in merged.items() if k not in mine})
 
     for path in args.runs:
         benchmark_run(path, args, results, save)
