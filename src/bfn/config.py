@@ -7,12 +7,15 @@ All three are merged and validated by OmegaConf structured configs; any problem 
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from omegaconf import OmegaConf
+import yaml
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from bfn.errors import ConfigError
@@ -121,6 +124,18 @@ def list_presets() -> list[str]:
 
 
 def _preset_text(name_or_path: str) -> str:
+    """The YAML text of a preset name or a .yaml path (ConfigError when there is none or it cannot be read)."""
+    try:
+        return _read_preset(name_or_path)
+    except ConfigError:
+        raise
+    except (OSError, ValueError) as err:  # a name too long for the file system, an unreadable or binary file
+        text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"cannot read config {name_or_path[:100]!r}: {text[:200]}; give a preset name or a "
+                          "readable UTF-8 .yaml file") from None
+
+
+def _read_preset(name_or_path: str) -> str:
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
@@ -130,22 +145,39 @@ def _preset_text(name_or_path: str) -> str:
         return path.read_text()
     res = resources.files("bfn").joinpath(PRESET_DIR, f"{name_or_path}.yaml")
     if not res.is_file():
+        if "/" in name_or_path or os.sep in name_or_path:
+            raise ConfigError(f"{name_or_path!r} does not exist: it is neither a run directory, a .yaml file nor a "
+                              f"preset ({', '.join(list_presets())})")
         raise ConfigError(f"unknown preset {name_or_path!r}; choose one of {', '.join(list_presets())} "
                           "or pass a .yaml file")
     return res.read_text()
 
 
-def _one_line(err: OmegaConfBaseException) -> str:
-    return str(err).strip().splitlines()[0]
+def _one_line(err: BaseException) -> str:
+    """The first line of an OmegaConf or YAML error, with the position of a YAML syntax error."""
+    if isinstance(err, yaml.MarkedYAMLError) and err.problem:
+        mark = err.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        return f"{err.problem}{where}"
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+#: what OmegaConf raises on input it cannot parse or merge (YAML errors, and a few plain Python errors)
+_PARSE_ERRORS = (OmegaConfBaseException, yaml.YAMLError, TypeError, ValueError, AssertionError)
 
 
 def load_config(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
     """Preset (or YAML file) merged over the schema defaults, then `key=value` overrides, validated."""
     schema = OmegaConf.structured(RunConfig)
+    text = _preset_text(name_or_path)
     try:
-        preset = OmegaConf.create(_preset_text(name_or_path))
-    except OmegaConfBaseException as err:
+        preset = OmegaConf.create(text)
+    except _PARSE_ERRORS as err:
         raise ConfigError(f"cannot parse config {name_or_path!r}: {_one_line(err)}") from None
+    if not isinstance(preset, DictConfig):
+        raise ConfigError(f"config {name_or_path!r} must be a YAML mapping of sections (model:, data:, train:, "
+                          "...), not a list or a single value")
     return merge_overrides(_merge(schema, preset, f"config {name_or_path!r}"), overrides)
 
 
@@ -156,7 +188,7 @@ def merge_overrides(config: RunConfig, overrides: list[str] | tuple[str, ...]) -
             raise ConfigError(f"override {item!r} is not of the form key=value (e.g. train.steps=500)")
     try:
         dotlist = OmegaConf.from_dotlist(list(overrides))
-    except OmegaConfBaseException as err:
+    except _PARSE_ERRORS as err:
         raise ConfigError(f"cannot parse overrides: {_one_line(err)}") from None
     return _merge(OmegaConf.structured(config), dotlist, "overrides")
 
@@ -165,39 +197,49 @@ def _merge(base: Any, other: Any, what: str) -> RunConfig:
     try:
         merged = OmegaConf.merge(base, other)
         cfg = OmegaConf.to_object(merged)
-    except OmegaConfBaseException as err:
+    except _PARSE_ERRORS as err:
         raise ConfigError(f"invalid {what}: {_one_line(err)}") from None
-    assert isinstance(cfg, RunConfig)
+    if not isinstance(cfg, RunConfig):
+        raise ConfigError(f"invalid {what}: not a run configuration")
     validate(cfg)
     return cfg
 
 
+def _check(ok: bool, key: str, want: str, value: Any) -> None:
+    if not ok:
+        raise ConfigError(f"{key} must be {want}, got {value!r}")
+
+
 def validate(cfg: RunConfig) -> None:
-    """Range checks that types alone cannot express."""
+    """Range checks that types alone cannot express (NaN and Inf fail every one of them)."""
     t = cfg.train
-    for key in ("steps", "batch_size"):
-        if getattr(t, key) <= 0:
-            raise ConfigError(f"train.{key} must be positive, got {getattr(t, key)}")
-    if t.lr <= 0:
-        raise ConfigError(f"train.lr must be positive, got {t.lr}")
-    if not 0 <= t.ema_decay < 1:
-        raise ConfigError(f"train.ema_decay must lie in [0, 1), got {t.ema_decay}")
-    if len(t.betas) != 2:
-        raise ConfigError(f"train.betas must hold two numbers, got {t.betas}")
-    if cfg.sample.steps <= 0:
-        raise ConfigError(f"sample.steps must be positive, got {cfg.sample.steps}")
-    if t.threads < 0:
-        raise ConfigError(f"train.threads must be 0 (torch's default) or a positive count, got {t.threads}")
-    for key in ("log_every", "checkpoint_every"):
-        if getattr(t, key) <= 0:
-            raise ConfigError(f"train.{key} must be a positive step count, got {getattr(t, key)}")
-    if t.sample_every < 0:
-        raise ConfigError(f"train.sample_every must be >= 0 (0: no periodic grids), got {t.sample_every}")
+    for key in ("steps", "batch_size", "log_every", "checkpoint_every", "sample_steps", "sample_n"):
+        _check(getattr(t, key) > 0, f"train.{key}", "positive", getattr(t, key))
+    for key in ("warmup_steps", "max_bad_steps", "sample_every", "threads"):
+        _check(getattr(t, key) >= 0, f"train.{key}", ">= 0", getattr(t, key))
+    _check(math.isfinite(t.lr) and t.lr > 0, "train.lr", "a positive number", t.lr)
+    _check(math.isfinite(t.weight_decay) and t.weight_decay >= 0, "train.weight_decay", "a number >= 0",
+           t.weight_decay)
+    _check(math.isfinite(t.grad_clip) and t.grad_clip >= 0, "train.grad_clip", "a number >= 0 (0: no clipping)",
+           t.grad_clip)
+    _check(0 <= t.ema_decay < 1, "train.ema_decay", "in [0, 1)", t.ema_decay)
+    _check(len(t.betas) == 2 and all(0 <= b < 1 for b in t.betas), "train.betas", "two numbers in [0, 1)",
+           t.betas)
+    _check(0 <= t.seed < 2**32, "train.seed", "an integer from 0 to 2**32 - 1", t.seed)
+    _check(cfg.sample.steps > 0, "sample.steps", "positive", cfg.sample.steps)
+    _check(cfg.sample.n > 0, "sample.n", "positive", cfg.sample.n)
+    _check(cfg.data.num_workers >= 0, "data.num_workers", ">= 0", cfg.data.num_workers)
     loss = cfg.model.loss
-    if loss != "continuous" and not (loss.isdigit() and int(loss) > 0):
-        raise ConfigError(f"model.loss must be 'continuous' or a positive step count like 784, got {loss!r}")
-    if not 0 <= cfg.model.label_dropout < 1:
-        raise ConfigError(f"model.label_dropout must lie in [0, 1), got {cfg.model.label_dropout}")
+    _check(loss == "continuous" or (loss.isdecimal() and loss.isascii() and int(loss) > 0), "model.loss",
+           "'continuous' or a positive step count like 784", loss)
+    _check(0 <= cfg.model.label_dropout < 1, "model.label_dropout", "in [0, 1)", cfg.model.label_dropout)
+    f = cfg.model.flow
+    _check(0 < f.sigma_1 < 1, "model.flow.sigma_1", "in (0, 1)", f.sigma_1)
+    _check(math.isfinite(f.beta_1) and f.beta_1 > 0, "model.flow.beta_1", "a positive number", f.beta_1)
+    _check(0 <= f.t_min < 1, "model.flow.t_min", "in [0, 1)", f.t_min)
+    for key in ("num_bins", "num_classes"):
+        value = getattr(f, key)
+        _check(value == 0 or value >= 2, f"model.flow.{key}", "0 (the dataset's) or at least 2", value)
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -17,6 +17,7 @@ TEST_FRACTION = 0.1
 SPLIT_SEED = 0
 LABEL_KEYS = ("labels", "y")
 IMAGE_SUFFIXES = (".png",)
+MAX_BINS = 2**16  # discretized user data: up to 16-bit values
 
 
 def load_array_file(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
@@ -76,7 +77,12 @@ def to_model_format(x: np.ndarray, kind: str, num_bins: int | None, num_classes:
         raise DataError(f"the data holds {np.count_nonzero(~np.isfinite(x))} NaN or Inf values; remove or "
                         "replace them")
     if kind == "continuous":
-        return torch.from_numpy(x.astype(np.float32))
+        with np.errstate(over="ignore"):
+            x32 = x.astype(np.float32)
+        if not np.isfinite(x32).all():
+            raise DataError(f"the data holds values beyond the float32 range (max |x| = {np.abs(x).max():.3g}); "
+                            "rescale them (continuous data works best in about [-1, 1])")
+        return torch.from_numpy(x32)
     if kind == "discrete":
         if x.dtype.kind == "f":
             raise DataError(f"discrete data needs integer class indices, got {x.dtype}; cast with "
@@ -143,6 +149,8 @@ def load_user_data(path: str | os.PathLike[str] | None, split: str, kind: str | 
                               ("num_classes", num_classes, kind == "discrete")):
         if need and (isinstance(value, bool) or not isinstance(value, int) or value < 2):
             raise DataError(f"kind={kind!r} needs {name}= an integer >= 2, got {value!r}")
+    if kind == "discretized" and num_bins > MAX_BINS:
+        raise DataError(f"num_bins={num_bins} is more than {MAX_BINS} bins; use kind='continuous' for such data")
     if path is None:
         raise DataError("the array dataset needs path= a .npy/.npz file or a folder of PNG images")
     path = Path(path).expanduser()
@@ -155,6 +163,9 @@ def load_user_data(path: str | os.PathLike[str] | None, split: str, kind: str | 
         x, labels = load_array_file(path)
     else:
         raise DataError(f"{path} is not a .npy/.npz file or a folder; convert it with numpy.save")
+    if x.ndim == 0:
+        raise DataError(f"{path} holds a single value, not an array of examples; save an array [N, ...] with one "
+                        "row per example")
     x = x.reshape(-1, 1) if x.ndim == 1 else x
     if labels is not None:
         labels = _check_labels(labels, len(x))

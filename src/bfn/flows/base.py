@@ -88,6 +88,10 @@ class BayesianFlow(ABC):
         if x.ndim < 2:
             raise DataError(f"data must have a batch dim and at least one data dim, got shape {tuple(x.shape)}; "
                             "use x.unsqueeze(-1) for scalar data")
+        if x.numel() == 0:
+            raise DataError(f"the data batch is empty (shape {tuple(x.shape)}); give at least one example")
+        if x.is_complex():
+            raise DataError(f"data must be real numbers, got {x.dtype}")
 
 
 def check_times(t: Tensor, batch: int) -> None:

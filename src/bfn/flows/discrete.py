@@ -122,6 +122,8 @@ class DiscreteFlow(BayesianFlow):
 
     def validate(self, x: Tensor) -> None:
         self._validate_batch(x)
+        if x.is_floating_point() and not torch.isfinite(x).all():
+            raise DataError("discrete data contains NaN or Inf; give integer class indices")
         if x.is_floating_point() and not torch.equal(x, x.round()):
             raise DataError(f"discrete data must hold integer class indices, got {x.dtype} with fractions; "
                             "binarize images first (e.g. the mnist-binarized dataset)")

@@ -92,6 +92,8 @@ class BFN(nn.Module):
         the n-step loss L^n at t = (i-1)/n with i ~ U{1..n} (Graves et al. 2023, §3.8 and §3.9)."""
         x = self.check_batch(x)
         b = x.shape[0]
+        if cond is not None:
+            cond = self.check_labels(cond, b)
         u = rand((b,), generator=generator, device=x.device)
         if loss == "continuous":
             t = u
@@ -110,6 +112,8 @@ class BFN(nn.Module):
                             generator: torch.Generator | None = None) -> Tensor:
         """L^r(x) = -E_{p_F(theta | x; 1)} ln p_O(x | theta; 1), one-sample estimate, shape [B] (§3.10)."""
         x = self.check_batch(x)
+        if cond is not None:
+            cond = self.check_labels(cond, x.shape[0])
         t = torch.ones(x.shape[0], device=x.device)
         theta = self.flow.flow_sample(x, t, generator=generator)
         net_out = self.net_output(theta, t, cond)
@@ -122,7 +126,11 @@ class BFN(nn.Module):
         """One-sample estimate of the negative log-likelihood bound in nats per example, shape [B]:
         L^n(x) + L^r(x) for n steps, or L^inf(x) + L^r(x) for steps = "inf" (Graves et al. 2023, §3.10)."""
         cont = steps in ("inf", "continuous") or (isinstance(steps, float) and math.isinf(steps))
-        loss = "continuous" if cont else check_steps(int(steps) if isinstance(steps, str) else steps)
+        if isinstance(steps, str) and not cont:
+            if not (steps.isascii() and steps.isdecimal()):
+                raise ConfigError(f"steps must be a positive integer or 'inf', got {steps!r}")
+            steps = int(steps)
+        loss = "continuous" if cont else check_steps(steps)
         return self.loss(x, loss=loss, cond=cond, generator=generator) + self.reconstruction_loss(
             x, cond=cond, generator=generator)
 
@@ -142,14 +150,16 @@ class BFN(nn.Module):
 
         Returns data-format samples: class indices for discrete data, bin centres for discretised data.
         """
-        if n <= 0:
-            raise ConfigError(f"n (number of samples) must be positive, got {n}")
+        if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+            raise ConfigError(f"n (number of samples) must be a positive integer, got {n!r}")
         check_steps(steps)
+        if guidance is not None and not math.isfinite(guidance):
+            raise ConfigError(f"guidance must be a finite number, got {guidance}")
         device = self.device
         if isinstance(cond, int):
             cond = torch.full((n,), cond, device=device, dtype=torch.long)
         if cond is not None:
-            self.check_labels(cond)
+            cond = self.check_labels(cond, n)
         fn = get_sampler(sampler)
 
         def output_fn(theta: Any, t: Tensor) -> Any:
@@ -162,5 +172,6 @@ class BFN(nn.Module):
         return fn(self.flow, output_fn, (n, *self.data_shape), steps, generator=generator, callback=callback,
                   device=device, final=final)
 
-    def check_labels(self, cond: Tensor) -> None:
-        check_labels(cond, self.num_labels)
+    def check_labels(self, cond: Tensor, batch: int | None = None) -> Tensor:
+        """Validated labels [batch] as int64 (ConfigError otherwise)."""
+        return check_labels(cond, self.num_labels, batch)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -22,6 +23,8 @@ from bfn.models.layout import default_layout
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+DIGEST_KEY = "bfn_sha256"  # safetensors metadata: SHA-256 of the tensors, checked on load
+KINDS = ("continuous", "discretized", "discrete")
 
 
 @dataclass(frozen=True)
@@ -95,8 +98,19 @@ def build_model(cfg: ModelConfig, data: DataInfo) -> nn.Module:
     return model
 
 
+def _file_mode() -> int:
+    """Permissions of a new file under this process's umask (mkstemp alone would leave them at 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_FILE_MODE = _file_mode()
+
+
 def _atomic_write(path: Path, write: Any) -> None:
-    """Write through a temp file in the same folder, fsync, then rename: never a half-written file."""
+    """Write through a temp file in the same folder, fsync, then rename: never a half-written file. A kill leaves
+    at worst a stray `.<name>.*.tmp` file, which `bfn train` removes when it resumes."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
@@ -104,67 +118,178 @@ def _atomic_write(path: Path, write: Any) -> None:
         write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
 
 
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename durable across a power cut (POSIX); a no-op where folders cannot be opened (Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def atomic_write_text(path: Path, text: str) -> None:
+    """Replace the text file `path` atomically (see `_atomic_write`)."""
     def write(tmp: str) -> None:
         Path(tmp).write_text(text)
 
     _atomic_write(Path(path), write)
 
 
+def tensors_digest(state: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over names, shapes, dtypes and bytes of CPU tensors, in name order: detects any damaged byte."""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name]
+        h.update(f"{name}|{tuple(t.shape)}|{t.dtype}|".encode())
+        h.update(t.detach().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
+
+
 def save_pretrained(model: nn.Module, directory: str | os.PathLike, *, extra: dict[str, Any] | None = None) -> None:
-    """Write `config.json` and `model.safetensors` (the given module's weights) atomically."""
+    """Write `config.json` and `model.safetensors` (the given module's weights, with the SHA-256 of the tensors in
+    the safetensors metadata, checked by `from_pretrained`) atomically."""
     directory = Path(directory)
     config = dict(model.config)
     if extra:
         config.update(extra)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    _atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(state, tmp))
+    metadata = {"format": "pt", DIGEST_KEY: tensors_digest(state)}
+    _atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata=metadata))
     atomic_write_text(directory / CONFIG_NAME, json.dumps(config, indent=2))
 
 
 def read_model_config(directory: str | os.PathLike) -> dict[str, Any]:
     path = Path(directory) / CONFIG_NAME
+    if not Path(directory).is_dir():
+        raise CheckpointError(f"{directory} does not exist or is not a folder; give a run directory written by "
+                              "`bfn train` (it holds config.json and model.safetensors)")
     if not path.is_file():
         raise CheckpointError(f"{path} not found; give a run directory written by `bfn train` "
                               "(it holds config.json and model.safetensors)")
     try:
         return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+    except (ValueError, RecursionError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise CheckpointError(f"{path} is not valid JSON ({err.msg if hasattr(err, 'msg') else err}); "
                               "the run directory is corrupt, retrain or restore it") from None
 
 
-def from_pretrained(directory: str | os.PathLike, *, device: str | torch.device = "cpu") -> nn.Module:
-    """Load a model saved by `save_pretrained` (or a `bfn train` run directory): safetensors only, no pickle."""
-    directory = Path(directory)
-    raw = read_model_config(directory)
+def _description(path: Path, raw: Any) -> tuple[ModelConfig, DataInfo]:
+    """The model config and data description of a parsed config.json, checked (CheckpointError otherwise)."""
+    def bad(what: str) -> CheckpointError:
+        return CheckpointError(f"{path} {what}; it was not written by bfn or is damaged, restore it or retrain")
+
+    if not isinstance(raw, dict) or not isinstance(raw.get("model"), dict) or not isinstance(raw.get("data"), dict):
+        raise bad("lacks the model/data description")
+    d = raw["data"]
+    shape = d.get("shape")
+    if d.get("kind") not in KINDS:
+        raise bad(f"names an unknown data kind {d.get('kind')!r}")
+    if not isinstance(shape, list) or not 1 <= len(shape) <= 4 or not all(_count(s, 1) for s in shape):
+        raise bad(f"has an invalid data shape {shape!r}")
+    counts = {k: d.get(k) for k in ("num_classes", "num_bins", "num_labels")}
+    if not all(v is None or _count(v, 1) for v in counts.values()):
+        raise bad(f"has invalid class/bin/label counts {counts}")
     try:
         model_cfg = from_dict({"model": raw["model"]}).model
-        d = raw["data"]
-        data = DataInfo(kind=d["kind"], shape=tuple(d["shape"]), num_classes=d.get("num_classes"),
-                        num_bins=d.get("num_bins"), num_labels=d.get("num_labels"))
-    except (KeyError, TypeError) as err:
-        raise CheckpointError(f"{directory / CONFIG_NAME} lacks the model/data description ({err}); "
-                              "it was not written by bfn") from None
-    model = build_model(model_cfg, data)
+    except ConfigError as err:
+        raise bad(f"holds an invalid model config ({err})") from None
+    return model_cfg, DataInfo(kind=d["kind"], shape=tuple(shape), **counts)
+
+
+def _count(value: Any, low: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _build(cfg: ModelConfig, data: DataInfo, path: Path) -> nn.Module:
+    """The model a config.json describes; a config that passes the schema but cannot build a network is a
+    CheckpointError."""
+    try:
+        return build_model(cfg, data)
+    except (ConfigError, TypeError, ValueError, RuntimeError, OverflowError) as err:
+        first = str(err).strip().splitlines()[0][:150] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path} describes a model that cannot be built ({first}); restore it or "
+                              "retrain") from None
+
+
+def _skeleton(cfg: ModelConfig, data: DataInfo) -> nn.Module | None:
+    """The model on the meta device (no memory spent), or None where it cannot be built there (e.g. a DDPM,
+    whose schedule is computed on real tensors); the real build then reports any problem."""
+    try:
+        with torch.device("meta"):
+            return build_model(cfg, data)
+    except Exception:  # best effort only
+        return None
+
+
+def _header(weights: Path) -> tuple[dict[str, tuple[int, ...]], dict[str, str]]:
+    """Tensor shapes and metadata from the safetensors header, without reading the tensors."""
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}, dict(f.metadata() or {})  # noqa: SIM118
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"{weights} is truncated or corrupt ({str(err).splitlines()[0][:120]}); "
+                              "restore it or retrain") from None
+
+
+def _check_shapes(weights: Path, want: dict[str, tuple[int, ...]], have: dict[str, tuple[int, ...]]) -> None:
+    """Weights and config.json must describe the same tensors: one line naming the first difference."""
+    missing, unexpected = sorted(set(want) - set(have)), sorted(set(have) - set(want))
+    if missing or unexpected:
+        first = f"{missing[0]} is missing" if missing else f"{unexpected[0]} is unexpected"
+        raise CheckpointError(f"{weights} does not match {CONFIG_NAME}: {len(missing)} missing and "
+                              f"{len(unexpected)} unexpected tensors ({first}); the two files come from different "
+                              "runs")
+    for name in sorted(want):
+        if want[name] != have[name]:
+            raise CheckpointError(f"{weights} does not match {CONFIG_NAME}: {name} has shape {list(have[name])} in "
+                                  f"the weights but {list(want[name])} in the config; the two files come from "
+                                  "different runs")
+
+
+def from_pretrained(directory: str | os.PathLike, *, device: str | torch.device = "cpu") -> nn.Module:
+    """Load a model saved by `save_pretrained` (or a `bfn train` run directory): safetensors only, no pickle.
+
+    The weights are checked against config.json before any memory is spent on the model (shapes from the
+    safetensors header against the model built on the meta device), and against their SHA-256 digest; every
+    mismatch or damage is a one-line CheckpointError."""
+    directory = Path(directory)
+    model_cfg, data = _description(directory / CONFIG_NAME, read_model_config(directory))
     weights = directory / WEIGHTS_NAME
     if not weights.is_file():
         raise CheckpointError(f"{weights} not found; the run has no exported weights yet (train longer or resume)")
+    shapes, metadata = _header(weights)
+    skeleton = _skeleton(model_cfg, data)
+    if skeleton is not None:
+        _check_shapes(weights, {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}, shapes)
+    model = _build(model_cfg, data, directory / CONFIG_NAME)
     try:
-        state = load_file(str(weights), device=str(device))
-    except (SafetensorError, OSError, ValueError) as err:
-        raise CheckpointError(f"{weights} is truncated or corrupt ({str(err).splitlines()[0]}); "
+        state = load_file(str(weights), device="cpu")
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"{weights} is truncated or corrupt ({str(err).splitlines()[0][:120]}); "
                               "restore it or retrain") from None
-    missing, unexpected = set(model.state_dict()) - set(state), set(state) - set(model.state_dict())
-    if missing or unexpected:
-        raise CheckpointError(f"{weights} does not match {CONFIG_NAME}: {len(missing)} missing and "
-                              f"{len(unexpected)} unexpected tensors; the two files come from different runs")
+    digest = metadata.get(DIGEST_KEY)
+    if digest is not None and digest != tensors_digest(state):
+        raise CheckpointError(f"{weights} is corrupt (its tensors do not match their SHA-256 checksum); restore it "
+                              "or retrain")
+    _check_shapes(weights, {k: tuple(v.shape) for k, v in model.state_dict().items()},
+                  {k: tuple(v.shape) for k, v in state.items()})
+    bad = next((k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if bad is not None:
+        raise CheckpointError(f"{weights} holds NaN or Inf values in {bad}; restore an earlier checkpoint or "
+                              "retrain")
     try:
         model.load_state_dict(state)
     except RuntimeError as err:

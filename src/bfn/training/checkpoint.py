@@ -7,12 +7,17 @@ Layout of a run directory:
     state.pt             resume state: weights, EMA, optimizer, scheduler, step, RNG (tensors only)
     metrics.jsonl        one JSON object per log step
     samples/             periodic sample grids
+
+Every file is replaced atomically (temp file, fsync, rename), so a kill at any moment leaves each file either at
+its previous or at its new version. `state.pt` is written last: it is the commit point of a checkpoint, and a
+resumed run restarts from it.
 """
 
 from __future__ import annotations
 
 import io
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -23,6 +28,21 @@ from bfn.errors import CheckpointError
 from bfn.models.hub import _atomic_write
 
 STATE_NAME = "state.pt"
+#: entries every resume state has, and their types
+STATE_KEYS: dict[str, type] = {"step": int, "model": dict, "ema": dict, "optimizer": dict, "scheduler": dict,
+                               "rng_cpu": torch.Tensor}
+
+
+#: names of the temp files `_atomic_write` creates (`.<name>.<8 random characters>.tmp`)
+TEMP_FILE = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")
+
+
+def remove_stale_temps(run_dir: Path) -> int:
+    """Delete the temp files that writers killed mid-write left in `run_dir`; returns how many there were."""
+    stale = [p for p in Path(run_dir).glob(".*.tmp") if TEMP_FILE.match(p.name) and p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return len(stale)
 
 
 def save_state(run_dir: Path, state: dict[str, Any]) -> None:
@@ -30,25 +50,47 @@ def save_state(run_dir: Path, state: dict[str, Any]) -> None:
     _atomic_write(Path(run_dir) / STATE_NAME, lambda tmp: torch.save(state, tmp))
 
 
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return (text.splitlines()[0] if text else type(err).__name__)[:120]
+
+
 def load_state(run_dir: Path) -> dict[str, Any]:
     """Load a resume state with `weights_only=True`: a file holding anything but tensors and plain containers
-    (e.g. a planted pickle payload) is refused."""
+    (e.g. a planted pickle payload) is refused. The zip archive's CRC-32 checksums are verified first, so a
+    truncated or bit-flipped file is a CheckpointError, never a state with silently damaged tensors."""
     path = Path(run_dir) / STATE_NAME
     if not path.is_file():
         raise CheckpointError(f"no resume state at {path}; start without --resume, or point to the run directory")
+    corrupt = f"{path} is truncated or corrupt ({{}}); delete it to restart the run from scratch"
     data = path.read_bytes()
-    if not zipfile.is_zipfile(io.BytesIO(data)):  # torch.save writes a zip archive; anything else is damage
-        raise CheckpointError(f"{path} is truncated or corrupt (not a torch archive); delete it to restart the run "
-                              "from scratch")
+    try:  # torch.save writes a zip archive; anything else, or a member failing its CRC, is damage
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            bad = archive.testzip()
+    except Exception as err:  # any failure to parse these untrusted bytes means damage
+        raise CheckpointError(corrupt.format(f"not a valid torch archive: {_first_line(err)}")) from None
+    if bad is not None:
+        raise CheckpointError(corrupt.format(f"checksum mismatch in {bad.split('/')[-1]}"))
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else "unpickling refused"
-        raise CheckpointError(f"{path} holds objects that are not plain tensors ({first[:120]}); refusing to load "
-                              "it, since only files written by `bfn train` are trusted") from None
-    except (RuntimeError, EOFError, ValueError, OSError) as err:
-        raise CheckpointError(f"{path} is truncated or corrupt ({str(err).strip().splitlines()[0][:120]}); "
-                              "delete it to restart the run from scratch") from None
+        raise CheckpointError(f"{path} holds objects that are not plain tensors ({_first_line(err)}); refusing to "
+                              "load it, since only files written by `bfn train` are trusted") from None
+    except Exception as err:  # the unpickler raises many types on malformed input
+        raise CheckpointError(corrupt.format(_first_line(err))) from None
+    check_state(state, path)
+    return state
+
+
+def check_state(state: Any, path: Path) -> None:
+    """A resume state must be a dict with the entries `bfn train` writes, of the right types."""
     if not isinstance(state, dict) or "step" not in state:
         raise CheckpointError(f"{path} is not a bfn resume state; delete it to restart the run")
-    return state
+    for key, kind in STATE_KEYS.items():
+        value = state.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise CheckpointError(f"{path} is not a complete bfn resume state ({key!r} is "
+                                  f"{type(value).__name__}); delete it to restart the run")
+    if state["step"] < 0 or not isinstance(state.get("elapsed", 0.0), (int, float)):
+        raise CheckpointError(f"{path} is not a valid bfn resume state (step {state['step']}); delete it to "
+                              "restart the run")

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from bfn.errors import ConfigError
+from bfn.models.hub import atomic_write_text
 
 
 class MetricsLogger:
@@ -43,7 +44,7 @@ class MetricsLogger:
                     keep.append(line)
             except json.JSONDecodeError:
                 continue  # a line cut by a kill
-        self.path.write_text("".join(line + "\n" for line in keep))
+        atomic_write_text(self.path, "".join(line + "\n" for line in keep))  # a kill here keeps the old file
 
     def close(self) -> None:
         if self._tb is not None:

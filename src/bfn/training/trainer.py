@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from bfn.config import RunConfig, to_yaml
 from bfn.errors import CheckpointError, ConfigError, TrainingError
 from bfn.models.hub import DataInfo, atomic_write_text, build_model, save_pretrained
-from bfn.training.checkpoint import STATE_NAME, load_state, save_state
+from bfn.training.checkpoint import STATE_NAME, load_state, remove_stale_temps, save_state
 from bfn.training.ema import ema_model
 from bfn.training.logging import MetricsLogger
 
@@ -46,11 +46,16 @@ def data_info(spec: Any) -> DataInfo:
 def batch_indices(n_items: int, batch: int, world: int, rank: int, seed: int, start_step: int) -> Iterator[list[int]]:
     """Index lists for steps start_step, start_step + 1, ...: a fresh permutation each epoch, seeded by (seed,
     epoch), so a resumed run sees exactly the batches it would have seen; rank r takes its slice of the global
-    batch."""
+    batch. A dataset smaller than one global batch is a ConfigError, raised at the call (not at the first batch)."""
     global_batch = batch * world
     if n_items < global_batch:
         raise ConfigError(f"the dataset has {n_items} examples, fewer than one global batch of {global_batch}; "
                           "lower train.batch_size")
+    return _batches(n_items, batch, global_batch, rank, seed, start_step)
+
+
+def _batches(n_items: int, batch: int, global_batch: int, rank: int, seed: int,
+             start_step: int) -> Iterator[list[int]]:
     per_epoch = n_items // global_batch
     step = start_step
     while True:
@@ -136,14 +141,17 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, device: 
             ema.load_state_dict(state["ema"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
-        except (RuntimeError, KeyError, ValueError) as err:
-            raise CheckpointError(f"{state_file} does not match this config ({str(err).splitlines()[0][:100]}); "
-                                  "resume with the run's own config.yaml") from None
+            torch.set_rng_state(state["rng_cpu"])
+            if torch.cuda.is_available() and "rng_cuda" in state:
+                torch.cuda.set_rng_state_all(state["rng_cuda"])
+        except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as err:
+            first = str(err).strip().splitlines()[0][:100] if str(err).strip() else type(err).__name__
+            raise CheckpointError(f"{state_file} does not match this config ({first}); resume with the run's own "
+                                  "config.yaml") from None
         start_step = int(state["step"])
         elapsed_before = float(state.get("elapsed", 0.0))
-        torch.set_rng_state(state["rng_cpu"])
-        if torch.cuda.is_available() and "rng_cuda" in state:
-            torch.cuda.set_rng_state_all(state["rng_cuda"])
+    elif resume and main:
+        tqdm.write(f"--resume: no checkpoint in {run_dir} yet, starting from step 0")
     ema.to(accelerator.device)
     model, optimizer = accelerator.prepare(model, optimizer)
     raw_model = accelerator.unwrap_model(model)
@@ -153,12 +161,17 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, device: 
     logger = None
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(run_dir)  # left by a run killed while writing a file
         atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))
         logger = MetricsLogger(run_dir / "metrics.jsonl", tensorboard_dir=run_dir / "tb" if tc.tensorboard else None)
         logger.truncate_after(start_step)
 
+    saved_step = start_step if resume and state_file.exists() else None  # the last checkpoint on disk
+
     def checkpoint(step: int, elapsed: float) -> None:
+        nonlocal saved_step
         accelerator.wait_for_everyone()
+        saved_step = step
         if not main:
             return
         save_pretrained(ema.module, run_dir, extra={"step": step})
@@ -178,7 +191,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, device: 
     t0 = time.perf_counter()
     window_t, window_n = time.perf_counter(), 0
     interrupted = False
-    with _Interrupt() as stop:
+    with _Interrupt() as stop, bar:  # the bar is closed (and its line ended) whatever stops the loop
         while step < tc.steps:
             items = [dataset[i] for i in next(indices)]
             x = torch.stack([it[0] for it in items]).to(accelerator.device)
@@ -193,8 +206,12 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, device: 
             loss = per_example.mean() / dims  # nats per dimension: a scale-free objective for the optimizer
             if not torch.isfinite(loss):
                 bad += 1
-                msg = (f"non-finite loss at step {step + 1}; the last good checkpoint in {run_dir} is kept. "
-                       "Lower train.lr or set train.grad_clip, then rerun with --resume")
+                if saved_step is None:
+                    msg = (f"non-finite loss at step {step + 1}, before the first checkpoint; check the data "
+                           "(values far outside [-1, 1]?) and lower train.lr")
+                else:
+                    msg = (f"non-finite loss at step {step + 1}; the last good checkpoint (step {saved_step}) in "
+                           f"{run_dir} is kept. Lower train.lr or train.grad_clip, then rerun with --resume")
                 if tc.nan_policy == "stop" or bad > tc.max_bad_steps:
                     raise TrainingError(msg)
                 tqdm.write(f"skipping: {msg.split(';')[0]}")
