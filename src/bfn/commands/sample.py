@@ -55,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
 
     from bfn.cli import resolve_device
     from bfn.models import from_pretrained
+    from bfn.models.hub import atomic_write
     from bfn.viz.grid import save_sample_grid
 
     if args.guidance and args.label is None:
@@ -82,6 +83,10 @@ def run(args: argparse.Namespace) -> int:
     tag += "" if args.inpaint is None else "_inpaint"
     out = Path(args.out) if args.out else Path(args.run) / f"samples_{args.sampler}_{args.steps}{tag}.png"
     save_sample_grid(x, out, kind=data["kind"], num_bins=data.get("num_bins"), num_classes=data.get("num_classes") or 2)
-    np.save(out.with_suffix(".npy"), x.cpu().numpy())
+    def write_npy(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            np.save(f, x.cpu().numpy())
+
+    atomic_write(out.with_suffix(".npy"), write_npy)
     print(f"wrote {out} and {out.with_suffix('.npy')}")
     return 0

@@ -126,6 +126,10 @@ def _atomic_write(path: Path, write: Any) -> None:
             os.remove(tmp)
 
 
+#: public name: writers elsewhere in the package (pictures, sample arrays) use it too
+atomic_write = _atomic_write
+
+
 def _fsync_dir(folder: Path) -> None:
     """Make a rename durable across a power cut (POSIX); a no-op where folders cannot be opened (Windows)."""
     try:

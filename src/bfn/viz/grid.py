@@ -172,12 +172,21 @@ def save_sample_grid(x: Tensor, path: str | Path, *, kind: str, num_bins: int | 
     if x.ndim >= 3 or (kind == "discrete" and x.ndim == 2) or probs:
         values = display_values(x, kind, num_classes=num_classes, data_ndim=data_ndim)
         rows = nrow if nrow is not None else (1 if values.ndim == 2 else None)
-        image_grid(values, nrow=rows, scale=scale).save(path)
+        save_png(image_grid(values, nrow=rows, scale=scale), path)
         return path
     from bfn.viz.plots import save_sample_plot
 
     return save_sample_plot(x, path, data=None if data is None else data.detach().cpu(),
                             title=title or f"{x.shape[0]} samples")
+
+
+def save_png(image: Image.Image, path: str | Path) -> Path:
+    """Write a Pillow image as PNG atomically (temp file + fsync + rename): a kill never leaves half a picture."""
+    from bfn.models.hub import atomic_write
+
+    path = Path(path)
+    atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
+    return path
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from bfn.viz.grid import (
     draw_text,
     hstack,
     image_grid,
+    save_png,
     text_width,
     to_unit_interval,
     vstack,
@@ -74,7 +75,4 @@ def save_guidance_grid(model: nn.Module, path: str | Path, *, scales: Sequence[f
     labels = list(range(model.num_labels)) if labels is None and getattr(model, "num_labels", None) else labels
     x = guided_samples(model, scales, labels=labels, per_cell=per_cell, steps=steps, seed=seed, **sample_kwargs)
     image = guidance_grid_image(x, scales, labels or [], kind=info.kind, num_classes=info.num_classes)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path)
-    return path
+    return save_png(image, path)
