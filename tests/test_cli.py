@@ -55,3 +55,26 @@ def test_bad_steps_for_sampling(tmp_path):
     train(cfg, tmp_path / "r", progress=False)
     proc = bfn("sample", str(tmp_path / "r"), "--steps", "0")
     assert proc.returncode == 2 and "steps must be a positive integer" in proc.stderr
+
+
+def test_overrides_may_follow_options(tmp_path, capsys):
+    from bfn.cli import main
+
+    # the override is applied (its bad value is reported), not refused as an unknown argument
+    assert main(["train", "mixture-1d", "--out", str(tmp_path / "o"), "--no-progress", "train.steps=abc"]) == 2
+    assert "could not be converted to Integer" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "mixture-1d", "--out", str(tmp_path / "o"), "--bogus"])
+    assert exc.value.code == 2
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["train", "sample", "show", "eval", "compare"])
+def test_help_shows_only_real_defaults(command, capsys):
+    from bfn.cli import main
+
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = capsys.readouterr().out
+    assert f"usage: bfn {command}" in text
+    assert "(default: None)" not in text and "(default: False)" not in text

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bfn.commands import HelpFormatter
 from bfn.errors import BFNError, ConfigError
 
 EPILOG = """examples:
@@ -31,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("train", help="train a model from a preset, a YAML file or a run directory",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=HelpFormatter)
     p.add_argument("config", help="preset name (see `bfn presets`), a .yaml file, or a run directory to resume")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.steps=500")
     p.add_argument("--out", default=None, help="run directory (default: runs/<preset name>)")
@@ -141,7 +142,14 @@ COMMANDS: dict[str, Any] = {"train": cmd_train, "presets": cmd_presets,
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # overrides may follow options (`bfn train PRESET --out DIR a.b=1`); argparse stops collecting the
+        # positional list at the first option, so the rest arrives here.
+        if getattr(args, "command", None) == "train" and all("=" in e and not e.startswith("-") for e in extra):
+            args.overrides = [*args.overrides, *extra]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command is None:
         parser.print_help()
         return 2

@@ -12,6 +12,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from bfn.commands import HelpFormatter
 from bfn.errors import ConfigError
 
 EPILOG = """examples:
@@ -21,14 +22,10 @@ EPILOG = """examples:
 """
 
 
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    pass
-
-
 def register(subparsers: Any) -> None:
     """Add the `compare` subcommand."""
     p = subparsers.add_parser("compare", help="runs side by side (BFN vs DDPM): NLL, quality, speed, pictures",
-                              description=__doc__.splitlines()[0], epilog=EPILOG, formatter_class=_Formatter)
+                              description=__doc__.splitlines()[0], epilog=EPILOG, formatter_class=HelpFormatter)
     p.add_argument("runs", nargs="+", help="run directories written by `bfn train`")
     p.add_argument("--steps", default="10,25,100,1000",
                    help="sampling step counts (network evaluations), comma separated")

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bfn.commands import HelpFormatter
 from bfn.errors import CheckpointError, ConfigError
 
 DEFAULT_NLL_STEPS = "10,100,inf"
@@ -30,7 +31,7 @@ def register(subparsers: Any) -> None:
     """Add the `eval` subcommand."""
     p = subparsers.add_parser("eval", help="test-set NLL (nats, bits/dim) and sample quality of a run",
                               description=__doc__.splitlines()[0], epilog=EPILOG,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+                              formatter_class=HelpFormatter)
     p.add_argument("run", help="run directory written by `bfn train`")
     what = p.add_argument_group("what to measure (one or both; --nll when neither is given)")
     what.add_argument("--nll", action="store_true", help="negative log-likelihood bounds on the test split")

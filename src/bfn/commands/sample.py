@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from bfn.commands import HelpFormatter
 from bfn.errors import ConfigError
 
 EPILOG = """examples:
@@ -24,7 +25,7 @@ def register(subparsers: Any) -> None:
     from bfn.samplers.inpaint import INPAINT_METHODS
 
     p = subparsers.add_parser("sample", help="draw samples from a trained run: a PNG grid and a .npy file",
-                              epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+                              epilog=EPILOG, formatter_class=HelpFormatter)
     p.add_argument("run", help="run directory written by `bfn train`")
     p.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
     p.add_argument("--steps", type=int, default=100, help="sampling steps (network evaluations; default 100)")

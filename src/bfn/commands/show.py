@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bfn.commands import HelpFormatter
 from bfn.errors import BFNError, CheckpointError, ConfigError
 
 #: figure name -> default file name under RUN/figures/
@@ -48,7 +49,7 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "show", help="pictures of a run: grids, evolution, GIF, trajectories, progress, curves", epilog=EPILOG,
         description="Pictures of a run: each figure flag writes one file (default RUN/figures/<name>) and prints its "
-                    "path.", formatter_class=argparse.RawDescriptionHelpFormatter)
+                    "path.", formatter_class=HelpFormatter)
     p.add_argument("run", help="run directory written by `bfn train`")
     figures = p.add_argument_group("figures (one or more)")
     for name in FIGURES:
