@@ -11,6 +11,7 @@ from torch.utils.data import Dataset
 
 from bfn.data.common import NO_LABEL, Item, bin_centres, label_tensor
 from bfn.errors import DataError
+from bfn.flows.continuous import MAX_MAGNITUDE
 
 KINDS = ("continuous", "discretized", "discrete")
 TEST_FRACTION = 0.1
@@ -79,9 +80,9 @@ def to_model_format(x: np.ndarray, kind: str, num_bins: int | None, num_classes:
     if kind == "continuous":
         with np.errstate(over="ignore"):
             x32 = x.astype(np.float32)
-        if not np.isfinite(x32).all():
-            raise DataError(f"the data holds values beyond the float32 range (max |x| = {np.abs(x).max():.3g}); "
-                            "rescale them (continuous data works best in about [-1, 1])")
+        if not np.isfinite(x32).all() or np.abs(x32).max() > MAX_MAGNITUDE:
+            raise DataError(f"the data holds values up to |x| = {np.abs(x).max():.3g}; continuous data must be "
+                            "scaled to about [-1, 1] (e.g. (x - mean) / (3 * std)) before training")
         return torch.from_numpy(x32)
     if kind == "discrete":
         if x.dtype.kind == "f":

@@ -13,6 +13,10 @@ from bfn.flows.base import BayesianFlow
 from bfn.flows.distributions import PointMass
 from bfn.utils.tensors import append_dims, randn, sum_except_batch
 
+#: largest |x| the continuous flow accepts: far beyond any sensible scaling (data should be about [-1, 1]) and
+#: far below where float32 losses overflow (~1e15 / sqrt(dims) at sigma_1 = 0.001)
+MAX_MAGNITUDE = 1e6
+
 
 class GaussianParams(NamedTuple):
     """Input distribution N(mean, 1/precision) per variable; precision is per example, shape [B]."""
@@ -115,3 +119,8 @@ class ContinuousFlow(BayesianFlow):
             raise DataError(f"continuous data must be a float tensor, got {x.dtype}")
         if not torch.isfinite(x).all():
             raise DataError("continuous data contains NaN or Inf; clean or drop those examples")
+        biggest = x.abs().max().item() if x.numel() else 0.0
+        if biggest > MAX_MAGNITUDE:
+            raise DataError(f"continuous data has values up to {biggest:.3g}; the continuous flow assumes data "
+                            "scaled to about [-1, 1] (sigma_1 is relative to that scale), so standardise it first, "
+                            "e.g. (x - mean) / (3 * std)")
