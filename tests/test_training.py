@@ -121,6 +121,28 @@ def test_sigkill_then_resume(tmp_path):
     assert not list(run.glob(".*.tmp"))
 
 
+def test_one_trainer_per_run_directory(tmp_path):
+    """A second trainer on a folder that a live process trains into stops with a one-line error; once that process
+    is killed (SIGKILL: no cleanup), the OS drops its lock and --resume works."""
+    run = tmp_path / "run"
+    proc = _bfn("train", "mixture-1d", *TINY, "train.steps=100000", "train.checkpoint_every=5", "--out", str(run),
+                "--no-progress")
+    try:
+        deadline = time.monotonic() + 120
+        while not (run / "state.pt").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "the first trainer did not start"
+            time.sleep(0.2)
+        with pytest.raises(CheckpointError, match="another `bfn train` is writing") as err:
+            train(tiny("train.steps=100000"), run, resume=True, progress=False)
+        assert "\n" not in str(err.value)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+    step = load_state(run)["step"]
+    result = train(tiny(f"train.steps={step + 5}"), run, resume=True, progress=False)
+    assert result.step == step + 5
+
+
 @pytest.mark.slow
 def test_two_processes_write_one_checkpoint(tmp_path):
     run = tmp_path / "ddp"

@@ -7,6 +7,7 @@ Layout of a run directory:
     state.pt             resume state: weights, EMA, optimizer, scheduler, step, RNG (tensors only)
     metrics.jsonl        one JSON object per log step
     samples/             periodic sample grids
+    .train.lock          held while a process trains into the folder (one trainer per folder)
 
 Every file is replaced atomically (temp file, fsync, rename), so a kill at any moment leaves each file either at
 its previous or at its new version. `state.pt` is written last: it is the commit point of a checkpoint, and a
@@ -15,10 +16,12 @@ resumed run restarts from it.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import pickle
 import re
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +46,30 @@ def remove_stale_temps(run_dir: Path) -> int:
     for p in stale:
         p.unlink(missing_ok=True)
     return len(stale)
+
+
+#: lock file held by the process that trains into a run directory (an OS lock: a killed process drops it)
+LOCK_NAME = ".train.lock"
+
+
+@contextlib.contextmanager
+def lock_run_dir(run_dir: Path) -> Iterator[None]:
+    """Hold `run_dir`/.train.lock while training into it, so that a second `bfn train ... --resume` on the same
+    folder stops with a one-line error instead of interleaving checkpoints with the first."""
+    from filelock import FileLock, Timeout
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(run_dir / LOCK_NAME)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise CheckpointError(f"another `bfn train` is writing {run_dir} (it holds {run_dir / LOCK_NAME}); wait "
+                              "for it to finish or stop it, or choose another --out directory") from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def save_state(run_dir: Path, state: dict[str, Any]) -> None:

@@ -6,6 +6,7 @@ Nothing here knows about BFNs: a model is any module with `loss(x, cond=...) -> 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 import time
@@ -22,7 +23,7 @@ from tqdm.auto import tqdm
 from bfn.config import RunConfig, to_yaml
 from bfn.errors import CheckpointError, ConfigError, TrainingError
 from bfn.models.hub import DataInfo, atomic_write_text, build_model, save_pretrained
-from bfn.training.checkpoint import STATE_NAME, load_state, remove_stale_temps, save_state
+from bfn.training.checkpoint import STATE_NAME, load_state, lock_run_dir, remove_stale_temps, save_state
 from bfn.training.ema import ema_model
 from bfn.training.logging import MetricsLogger
 
@@ -101,7 +102,14 @@ class _Interrupt:
 
 def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, device: str = "auto",
           progress: bool = True) -> TrainResult:
-    """Train the model of `cfg` on its dataset, writing everything into `run_dir` (see training.checkpoint)."""
+    """Train the model of `cfg` on its dataset, writing everything into `run_dir` (see training.checkpoint).
+    The main process holds the folder's lock file for the whole run (`checkpoint.lock_run_dir`)."""
+    with contextlib.ExitStack() as stack:
+        return _train(cfg, run_dir, resume=resume, device=device, progress=progress, stack=stack)
+
+
+def _train(cfg: RunConfig, run_dir: str | Path, *, resume: bool, device: str, progress: bool,
+           stack: contextlib.ExitStack) -> TrainResult:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
@@ -133,6 +141,8 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, device: 
     ema = ema_model(model, tc.ema_decay)
     optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, betas=tuple(tc.betas), weight_decay=tc.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(tc.warmup_steps))
+    if main:  # after every check of the config and the data, before the first read or write of the folder
+        stack.enter_context(lock_run_dir(run_dir))
     start_step, elapsed_before = 0, 0.0
     if resume and state_file.exists():
         state = load_state(run_dir)
