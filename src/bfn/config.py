@@ -217,7 +217,7 @@ def validate(cfg: RunConfig) -> None:
         _check(getattr(t, key) > 0, f"train.{key}", "positive", getattr(t, key))
     for key in ("warmup_steps", "max_bad_steps", "sample_every", "threads"):
         _check(getattr(t, key) >= 0, f"train.{key}", ">= 0", getattr(t, key))
-    _check(math.isfinite(t.lr) and t.lr > 0, "train.lr", "a positive number", t.lr)
+    _check(0 < t.lr <= 1, "train.lr", "in (0, 1] (AdamW: typically 1e-4 to 1e-3)", t.lr)
     _check(math.isfinite(t.weight_decay) and t.weight_decay >= 0, "train.weight_decay", "a number >= 0",
            t.weight_decay)
     _check(math.isfinite(t.grad_clip) and t.grad_clip >= 0, "train.grad_clip", "a number >= 0 (0: no clipping)",
