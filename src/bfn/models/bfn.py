@@ -148,7 +148,11 @@ class BFN(nn.Module):
             inpaint: (known values, mask) of one example's shape or the batch's: condition on the variables
                 where mask is true (`bfn.samplers.inpaint`); they are returned unchanged.
 
-        Returns data-format samples: class indices for discrete data, bin centres for discretised data.
+            final: what the last step returns: "sample" (a draw from p_O, the paper), "mode" or "mean".
+
+        Returns data-format samples [n, *data_shape]: class indices for discrete data, bin centres for
+        discretised data. Exception: final="mean" on discrete data returns the expected one-hot vectors, i.e.
+        the class probabilities, [n, *data_shape, K].
         """
         if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
             raise ConfigError(f"n (number of samples) must be a positive integer, got {n!r}")
