@@ -78,3 +78,23 @@ def test_help_shows_only_real_defaults(command, capsys):
     text = capsys.readouterr().out
     assert f"usage: bfn {command}" in text
     assert "(default: None)" not in text and "(default: False)" not in text
+
+
+def test_compile_flags_reach_the_network(tmp_path, monkeypatch, capsys):
+    """`bfn train --compile` sets train.compile and `bfn sample --compile` compiles the loaded network (the
+    compilation itself is replaced by a recorder: it takes minutes on a CPU)."""
+    import torch
+
+    from bfn.cli import main
+    from bfn.config import load_config
+
+    compiled: list[str] = []
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, *a, **k: compiled.append(type(self).__name__))
+    run = tmp_path / "r"
+    assert main(["train", "mixture-1d", "model.network.kwargs.hidden=16", "train.steps=2", "train.batch_size=16",
+                 "sample.n=20", "sample.steps=2", "--out", str(run), "--no-progress", "--compile"]) == 0
+    assert load_config(str(run / "config.yaml")).train.compile is True
+    assert compiled == ["MLP"]
+    assert main(["sample", str(run), "--n", "2", "--steps", "2", "--compile", "--out", str(tmp_path / "s.png")]) == 0
+    assert compiled == ["MLP", "MLP"]
+    capsys.readouterr()

@@ -39,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="training device")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the network (= train.compile=true): minutes of compilation, then faster steps")
     _add_common(p)
 
     p = sub.add_parser("presets", help="list the shipped presets")
@@ -89,6 +91,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from bfn.config import load_config
     from bfn.training import train
 
+    if args.compile:
+        args.overrides = [*args.overrides, "train.compile=true"]
     source = Path(args.config)
     if source.is_dir():
         if not (source / "config.yaml").is_file():

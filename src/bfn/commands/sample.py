@@ -46,6 +46,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or mps")
     p.add_argument("--out", default=None, help="output PNG path (default: RUN/samples_<sampler>_<steps>.png)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the network first: minutes of compilation on a CPU, then faster steps; pays "
+                        "off for long runs (see benchmarks/RESULTS.md)")
     p.add_argument("--debug", action="store_true", help="show the full traceback on errors")
     p.set_defaults(func=run)
 
@@ -66,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
                           "such as top)")
     device = resolve_device(args.device)
     model = from_pretrained(args.run, device=device)
+    if args.compile:
+        model.network.compile()
     data = model.config["data"]
     kwargs: dict[str, Any] = {}
     if args.label is not None:
