@@ -47,7 +47,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads on CPU")
     p.add_argument("--out", default=str(RESULTS), help="folder for samplers.json and samplers.png")
-    p.add_argument("--fresh", action="store_true", help="recompute cells already in samplers.json")
+    p.add_argument("--fresh", action="store_true",
+                   help="recompute the cells asked for even when samplers.json holds them (other cells are kept)")
     return p.parse_args(argv)
 
 
@@ -171,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     json_path = out / "samplers.json"
-    results: dict[str, Any] = {} if args.fresh or not json_path.is_file() else json.loads(json_path.read_text())
+    # --fresh recomputes the cells asked for; every other cell already in the file is kept
+    results: dict[str, Any] = json.loads(json_path.read_text()) if json_path.is_file() else {}
 
     def save() -> None:
         """Write this invocation's runs into the JSON, keeping the other runs' entries as they are on disk now

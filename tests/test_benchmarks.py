@@ -101,3 +101,27 @@ def test_optimisations_quick(tmp_path: Path) -> None:
         assert positive(variant["seconds_median"]) and positive(variant["speedup"])
     assert exps["inference_mode"]["deterministic_under_inference_mode"] is True
     assert 0 <= exps["overhead"]["non_network_share"] < 1
+
+
+def test_sampler_benchmark_keeps_cells_it_does_not_recompute(tmp_path: Path) -> None:
+    """benchmarks.samplers on a tiny MNIST run: cells land in samplers.json, and a --fresh invocation for one
+    sampler recomputes that sampler's cells without dropping the others (it once dropped them)."""
+    import benchmarks.samplers as sampler_bench
+
+    from bfn.config import load_config
+    from bfn.training import train
+
+    cfg = load_config("mnist-discrete", ["train.steps=2", "train.batch_size=8", "train.sample_every=0",
+                                         "model.network.kwargs.base_channels=8"])
+    train(cfg, tmp_path / "tiny", progress=False)
+    common = [str(tmp_path / "tiny"), "--n", "24", "--nfe", "2,3", "--batch-size", "24", "--threads", "1",
+              "--out", str(tmp_path / "out")]
+    assert sampler_bench.main([*common, "--samplers", "paper,sde2"]) == 0
+    first = json.loads((tmp_path / "out" / "samplers.json").read_text())["tiny"]
+    assert set(first["paper"]) == set(first["sde2"]) == {"2", "3"}
+    assert all(positive(cell["fid"]) and cell["n"] == 24 for cell in first["sde2"].values())
+    assert sampler_bench.main([*common, "--samplers", "sde2", "--fresh", "--seed", "1"]) == 0
+    second = json.loads((tmp_path / "out" / "samplers.json").read_text())["tiny"]
+    assert second["paper"] == first["paper"]
+    assert second["sde2"]["2"]["fid"] != first["sde2"]["2"]["fid"]  # recomputed with another seed
+    assert (tmp_path / "out" / "samplers.png").stat().st_size > 1000

@@ -62,20 +62,22 @@ def solver_step(z: Tensor, d: Tensor, *, path: GaussianPath, t: float, s: float,
 @torch.no_grad()
 def bfn_solver(flow: Any, output_fn: OutputFn, shape: tuple[int, ...], steps: int, *, order: int = 2,
                stochastic: bool = False, spacing: Spacing = "lambda", lambda_start: float | None = None,
-               generator: torch.Generator | None = None, callback: Callback | None = None,
-               device: torch.device | str | None = None, final: FinalChoice = "sample") -> Tensor:
+               lambda_end: float | None = None, generator: torch.Generator | None = None,
+               callback: Callback | None = None, device: torch.device | str | None = None,
+               final: FinalChoice = "sample") -> Tensor:
     """BFN-Solver of order 1 or 2 (multistep), ODE (deterministic after the initial draw) or SDE, for any flow.
 
     Args:
         order: 1 (DDIM-like / ancestral) or 2 (multistep, DPM-Solver++(2M) / SDE-DPM-Solver++(2M)).
         stochastic: the SDE solver (fresh noise each step) instead of the probability-flow ODE.
-        spacing, lambda_start: the time grid (`bfn.samplers.timegrid.time_grid`; None: the default start).
+        spacing, lambda_start, lambda_end: the time grid (`bfn.samplers.timegrid.time_grid`; None: the defaults,
+            which end discretised data's grid at lambda = ln K).
     """
     check_steps(steps)
     if order not in (1, 2):
         raise ValueError(f"order must be 1 or 2, got {order}")
     path = GaussianPath(flow)
-    grid = time_grid(path, steps, spacing=spacing, lambda_start=lambda_start)
+    grid = time_grid(path, steps, spacing=spacing, lambda_start=lambda_start, lambda_end=lambda_end)
     batch = shape[0]
     z = path.initial(shape, grid[0], generator=generator, device=device)
     prev: tuple[float, Tensor] | None = None
@@ -94,10 +96,10 @@ def bfn_solver(flow: Any, output_fn: OutputFn, shape: tuple[int, ...], steps: in
 
 
 def make_bfn_solver(*, order: int, stochastic: bool, spacing: Spacing = "lambda",
-                    lambda_start: float | None = None) -> Sampler:
+                    lambda_start: float | None = None, lambda_end: float | None = None) -> Sampler:
     """A `bfn_solver` with fixed settings, with the shared sampler signature (for the `SAMPLERS` registry)."""
     fn = functools.partial(bfn_solver, order=order, stochastic=stochastic, spacing=spacing,
-                           lambda_start=lambda_start)
+                           lambda_start=lambda_start, lambda_end=lambda_end)
     kind = "SDE" if stochastic else "ODE"
     what = {1: "first-order", 2: "second-order multistep"}[order]
     fn.__doc__ = (f"BFN-Solver, {what} {kind} in data-prediction form (Xue et al. 2024; DPM-Solver++), "

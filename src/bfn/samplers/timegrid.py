@@ -18,6 +18,15 @@ distribution the sample is drawn from, as in the paper's samplers (Graves et al.
   tests/test_fast_samplers.py with the Bayes-optimal output: starting much lower spends steps where nothing
   happens, starting higher leaves a visible bias; with a trained continuous network, whose eps-prediction is
   amplified by 1 / sqrt(SNR) at low SNR, starting lower also hurt the ODE solvers (mixture-1d preset).
+* The end of the grid, for discretised data: z_t = a_t x0 + s_t eps with x0 on bin centres K apart by 2 / K, so
+  once the noise-to-signal ratio exp(-lambda) falls below the half-width 1 / K of a bin, i.e. lambda > ln K,
+  each pixel's bin is nearly settled and the remaining steps only move it within its bin, which the final
+  discretised p_O ignores. `default_lambda_end` is therefore min(lambda_1, ln K): the evaluations t_0..t_{n-1}
+  are spread uniformly over [lambda_start, lambda_end] and the last step jumps from lambda_end to t = 1, where
+  the final evaluation picks the bins. Measured on `bfn train mnist-discretized` (K = 16, lambda_1 = 6.9;
+  classifier FID of 200 samples, mean of 3 seeds, sde2): 142.5 -> 82.7 at 5 NFE, 53.6 -> 44.3 at 10 NFE,
+  46.9 -> 45.8 at 50 NFE (ode2: 122 -> 79 at 5 NFE); ending lower still (lambda 1 to 2) helps at 5 NFE but
+  costs 8-10 FID at 20-50 NFE. Continuous and discrete flows keep lambda_end = lambda_1.
 * "time": uniform in t from the same t_start; kept for comparison (on both toys it was worse than "lambda" for
   the ODE solvers at 5 to 20 steps).
 """
@@ -42,21 +51,38 @@ def default_lambda_start(path: GaussianPath) -> float:
     return 0.5 * (LOG_SIGNAL_SHARE - (math.log(k * (k - 1)) if k else 0.0))
 
 
+def default_lambda_end(path: GaussianPath) -> float:
+    """min(lambda_1, ln K) for discretised data with K bins (see the module docstring), else lambda_1."""
+    lam_1 = path.log_snr(1.0)
+    if path.flow.kind == "discretized":
+        return min(lam_1, math.log(path.flow.num_bins))
+    return lam_1
+
+
 def time_grid(path: GaussianPath, steps: int, *, spacing: Spacing = "lambda",
-              lambda_start: float | None = None) -> list[float]:
-    """The n + 1 = `steps` + 1 grid times (float64 Python floats), ending at exactly 1.0."""
-    if lambda_start is None:
-        lambda_start = default_lambda_start(path)
+              lambda_start: float | None = None, lambda_end: float | None = None) -> list[float]:
+    """The n + 1 = `steps` + 1 grid times (float64 Python floats), ending at exactly 1.0.
+
+    With lambda_end = lambda_1 the n steps split [lambda_start, lambda_1] (or the matching times) evenly; with
+    lambda_end < lambda_1 the first n - 1 steps split [lambda_start, lambda_end] and the last one jumps to t = 1.
+    """
     if spacing == "paper":
         return [i / steps for i in range(steps)] + [1.0]
+    if spacing not in ("lambda", "time"):
+        raise ConfigError(f"spacing must be 'lambda', 'time' or 'paper', got {spacing!r}")
     lam_1 = path.log_snr(1.0)
-    if not lambda_start < lam_1:
-        raise ConfigError(f"lambda_start={lambda_start} must be below lambda(1)={lam_1:.3g} for this flow")
+    lambda_start = default_lambda_start(path) if lambda_start is None else lambda_start
+    lambda_end = default_lambda_end(path) if lambda_end is None else min(lambda_end, lam_1)
+    if not lambda_start < lambda_end:
+        raise ConfigError(f"lambda_start={lambda_start} must be below lambda_end={lambda_end:.3g} (lambda(1) = "
+                          f"{lam_1:.3g} for this flow)")
+    # fractions of the way from the start to the end at which the network is evaluated
+    if lambda_end < lam_1 and steps > 1:
+        fractions = [i / (steps - 1) for i in range(steps)]
+    else:
+        fractions = [i / steps for i in range(steps)]
     if spacing == "lambda":
-        lams = [lambda_start + (lam_1 - lambda_start) * i / steps for i in range(steps)]
-        return [path.time_at(lam) for lam in lams] + [1.0]
-    if spacing == "time":
-        t0 = path.time_at(lambda_start)
-        return [t0 + (1 - t0) * i / steps for i in range(steps)] + [1.0]
-    raise ConfigError(f"spacing must be 'lambda', 'time' or 'paper', got {spacing!r}")
+        return [path.time_at(lambda_start + (lambda_end - lambda_start) * f) for f in fractions] + [1.0]
+    t0, t_end = path.time_at(lambda_start), path.time_at(lambda_end)
+    return [t0 + (t_end - t0) * f for f in fractions] + [1.0]
 
