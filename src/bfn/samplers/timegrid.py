@@ -18,14 +18,14 @@ distribution the sample is drawn from, as in the paper's samplers (Graves et al.
   tests/test_fast_samplers.py with the Bayes-optimal output: starting much lower spends steps where nothing
   happens, starting higher leaves a visible bias; with a trained continuous network, whose eps-prediction is
   amplified by 1 / sqrt(SNR) at low SNR, starting lower also hurt the ODE solvers (mixture-1d preset).
-* The end of the grid, for discretised data: z_t = a_t x0 + s_t eps with x0 on bin centres K apart by 2 / K, so
+* The end of the grid, for discretised data: z_t = a_t x0 + s_t eps with x0 on the K bin centres, 2 / K apart, so
   once the noise-to-signal ratio exp(-lambda) falls below the half-width 1 / K of a bin, i.e. lambda > ln K,
   each pixel's bin is nearly settled and the remaining steps only move it within its bin, which the final
   discretised p_O ignores. `default_lambda_end` is therefore min(lambda_1, ln K): the evaluations t_0..t_{n-1}
   are spread uniformly over [lambda_start, lambda_end] and the last step jumps from lambda_end to t = 1, where
   the final evaluation picks the bins. Measured on `bfn train mnist-discretized` (K = 16, lambda_1 = 6.9;
   classifier FID of 200 samples, mean of 3 seeds, sde2): 142.5 -> 82.7 at 5 NFE, 53.6 -> 44.3 at 10 NFE,
-  46.9 -> 45.8 at 50 NFE (ode2: 122 -> 79 at 5 NFE); ending lower still (lambda 1 to 2) helps at 5 NFE but
+  46.9 -> 45.8 at 50 NFE (ode2 at 5 NFE: 122 with one seed -> 79); ending lower still (lambda 1 to 2) helps at 5 NFE but
   costs 8-10 FID at 20-50 NFE. Continuous and discrete flows keep lambda_end = lambda_1.
 * "time": uniform in t from the same t_start; kept for comparison (on both toys it was worse than "lambda" for
   the ODE solvers at 5 to 20 steps).
