@@ -315,3 +315,24 @@ def test_discretized_grid_end_and_second_order():
         assert discretized_tv(name, 10) < 0.75 * discretized_tv(name, 10, lambda_end=math.inf), name
     assert discretized_tv("ode2", 10) < 0.5 * discretized_tv("ode1", 10)
     assert discretized_tv("sde2", 10) < 0.5 * discretized_tv("sde1", 10)
+
+
+def test_final_jump_draws_the_bins_instead_of_rounding_their_mean():
+    """A pixel that p_O puts in bin 7 or 8 with probabilities 0.7 / 0.3 until the end, and a network that at t = 1
+    reports the bin nearest to mu: the capped grid's last jump sends a draw, so the samples keep the 0.7 / 0.3 split
+    (sending the mean, -0.025, would put every sample in bin 7)."""
+    centres = bin_centres(BINS).double()
+
+    def output_fn(theta, t):
+        b, d = theta.mean.shape
+        if float(t[0]) == 1.0:
+            nearest = (theta.mean.double()[..., None] - centres).abs().argmin(-1)
+            return _BinProbs(torch.nn.functional.one_hot(nearest, BINS).double())
+        probs = torch.zeros(b, d, BINS, dtype=torch.float64)
+        probs[..., 7], probs[..., 8] = 0.7, 0.3
+        return _BinProbs(probs)
+
+    for name in SOLVERS:
+        x = SAMPLERS[name](DZ_FLOW, output_fn, (20000, 1), 6, generator=torch.Generator().manual_seed(0))
+        share_8 = float((x == centres[8].float()).double().mean())
+        assert torch.isin(x, centres.float()[[7, 8]]).all() and abs(share_8 - 0.3) < 0.015, (name, share_8)

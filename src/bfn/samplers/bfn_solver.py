@@ -36,7 +36,7 @@ from torch import Tensor
 
 from bfn.samplers.base import Callback, FinalChoice, OutputFn, Sampler, StepInfo, check_steps, final_value
 from bfn.samplers.gaussian_path import GaussianPath
-from bfn.samplers.timegrid import Spacing, time_grid
+from bfn.samplers.timegrid import Spacing, grid_end, time_grid
 from bfn.utils.tensors import randn
 
 
@@ -80,16 +80,19 @@ def bfn_solver(flow: Any, output_fn: OutputFn, shape: tuple[int, ...], steps: in
     grid = time_grid(path, steps, spacing=spacing, lambda_start=lambda_start, lambda_end=lambda_end)
     batch = shape[0]
     z = path.initial(shape, grid[0], generator=generator, device=device)
+    # a grid that stops short of lambda_1 ends with a jump to t = 1 that sends a draw from p_O (see timegrid)
+    jump = spacing != "paper" and steps > 1 and grid_end(path, lambda_end) < path.log_snr(1.0)
     prev: tuple[float, Tensor] | None = None
     for i in range(steps):
         t, s = grid[i], grid[i + 1]
         theta = path.theta(z, t)
         output = output_fn(theta, torch.full((batch,), t, device=device))
-        d = path.data_estimate(output)
+        last_jump = jump and i == steps - 1
+        d = path.data_draw(output, generator) if last_jump else path.data_estimate(output)
         if callback is not None:
             callback(StepInfo(i=i + 1, n=steps, t=t, theta=theta, output=output))
-        z = solver_step(z, d, path=path, t=t, s=s, stochastic=stochastic, prev=prev if order == 2 else None,
-                        generator=generator)
+        z = solver_step(z, d, path=path, t=t, s=s, stochastic=stochastic,
+                        prev=prev if order == 2 and not last_jump else None, generator=generator)
         prev = (path.log_snr(t), d)
     output = output_fn(path.theta(z, 1.0), torch.ones(batch, device=device))
     return final_value(output, final, generator)

@@ -105,6 +105,13 @@ class GaussianPath:
             return z
         return GaussianParams(z, torch.full((z.shape[0],), 1 + self.beta(t), device=z.device, dtype=z.dtype))
 
+    def data_draw(self, output: Any, generator: torch.Generator | None) -> Tensor:
+        """x0 drawn from p_O in the state's format: K e_k - 1 for a drawn class k (discrete), else the draw."""
+        x = output.sample(generator)
+        if self.discrete:
+            return self.flow.num_classes * torch.nn.functional.one_hot(x, self.flow.num_classes).to(x.device) - 1.0
+        return x
+
     def data_estimate(self, output: Any) -> Tensor:
         """x0-hat from p_O: K e-hat - 1 (discrete) or the output mean (x-hat, k-hat)."""
         if self.discrete:
