@@ -1,0 +1,214 @@
+"""The generative-model interface that every family implements (BFN, DDPM and any later one).
+
+Trainer, evaluation, pictures, commands and comparisons use only what is declared here: no type tests, no
+attribute probing of model internals. A new family is its module, its preset and one line in
+`bfn.models.registry.FAMILIES`.
+
+Conventions: a batch `x` has shape [B, *S] in the data format of `DataSpec` (class indices for discrete data, bin
+centres in [-1, 1] for discretized data, real values for continuous data); per-example quantities have shape [B];
+likelihood terms are in nats per example.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import torch
+from torch import Tensor, nn
+
+from bfn.data.spec import DataSpec
+from bfn.errors import ConfigError
+from bfn.models.validation import check_data_shape, check_labels
+
+#: what `nll` returns: a bound on -ln p(x) (BFN, DDPM, VAE ELBO/IWAE, dequantised flow), a stochastic estimate of
+#: -ln p(x) that is not a bound (an RBM's annealed importance sampling), or nothing (GANs)
+LikelihoodKind = Literal["bound", "estimate", "none"]
+FinalChoice = Literal["sample", "mode", "mean"]
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a model can do; commands read these flags instead of testing the model's type.
+
+    Attributes:
+        likelihood: "bound", "estimate" or "none" (see `LikelihoodKind`).
+        conditional: whether `sample` and `loss` take class labels `cond`.
+        guidance: whether `sample` takes a classifier-free guidance scale.
+        inpainting: whether `sample` takes `inpaint=(known, mask)`.
+        samplers: names `sample(sampler=...)` accepts; the first is the default.
+        default_steps: the usual number of network evaluations per sample (None: one-shot generators).
+        max_steps: the largest step count `sample` accepts (None: no limit).
+        nll_steps: whether `nll(steps=...)` selects a bound (BFN L^n, DDPM respacing) or is ignored.
+    """
+
+    likelihood: LikelihoodKind
+    conditional: bool = False
+    guidance: bool = False
+    inpainting: bool = False
+    samplers: tuple[str, ...] = ("default",)
+    default_steps: int | None = None
+    max_steps: int | None = None
+    nll_steps: bool = False
+
+    @property
+    def default_sampler(self) -> str:
+        return self.samplers[0]
+
+
+@dataclass
+class SampleStep:
+    """What a sampler callback receives after each step, ready to show.
+
+    Attributes:
+        i: step number, 1-based; n: number of steps; t: the step's time in [0, 1] (0 = start of generation).
+        estimate: the current estimate of x [B, *S] in display units (the expected class index for discrete data,
+            values on the data's scale otherwise): a BFN's input mean, a DDPM's x_t.
+        prediction: the model's prediction of the final x [B, *S], same units: a BFN's output mean, a DDPM's x0-hat.
+        state: the family's own raw state (a BFN's input parameters theta and output distribution), for pictures
+            that need more than the two summaries; never needed by generic code.
+    """
+
+    i: int
+    n: int
+    t: float
+    estimate: Tensor
+    prediction: Tensor
+    state: Any = None
+
+
+SampleCallback = Callable[[SampleStep], None]
+
+
+class GenerativeModel(nn.Module, ABC):
+    """Base class of every generative model in bfn.
+
+    Subclasses set `family` (the registry name) and `data` (a `DataSpec`), implement `capabilities`, `loss` and
+    `sample`, and, when they have a likelihood, `nll_terms`. `config` holds the JSON description written next to
+    the weights by `bfn.models.hub.save_pretrained`.
+    """
+
+    family: ClassVar[str] = ""
+    data: DataSpec
+    config: dict[str, Any]
+
+    # --- what the model is ----------------------------------------------------------------------------------
+    @property
+    @abstractmethod
+    def capabilities(self) -> Capabilities:
+        """What this model can do."""
+
+    @property
+    def device(self) -> torch.device:
+        try:
+            return next(self.parameters()).device
+        except StopIteration:
+            return torch.device("cpu")
+
+    @property
+    def num_labels(self) -> int | None:
+        """Number of class labels of a conditional model (None for an unconditional one)."""
+        return self.data.num_labels if self.capabilities.conditional else None
+
+    def networks(self) -> list[nn.Module]:
+        """The neural networks inside the model (what `--compile` compiles); default: every direct child module."""
+        return list(self.children())
+
+    def compile_networks(self) -> None:
+        """`torch.compile` each network in place (state-dict keys stay unchanged)."""
+        for net in self.networks():
+            net.compile()
+
+    # --- training -------------------------------------------------------------------------------------------
+    @abstractmethod
+    def loss(self, x: Tensor, *, cond: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
+        """The training objective per example, shape [B] (nats for likelihood-trained families)."""
+
+    def forward(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
+        """What the trainer minimises (through DDP wrappers): `loss(x, cond=cond)`."""
+        return self.loss(x, cond=cond)
+
+    # --- likelihood -----------------------------------------------------------------------------------------
+    def nll_terms(self, x: Tensor, steps: int | str | None = None, *, cond: Tensor | None = None,
+                  generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """Named terms [B] of the model's likelihood bound (or estimate) in nats; their sum is `nll`."""
+        raise ConfigError(f"a {self.family} model has no likelihood (it only generates samples); evaluate it "
+                          "with --quality instead of --nll")
+
+    def nll(self, x: Tensor, steps: int | str | None = None, *, cond: Tensor | None = None,
+            generator: torch.Generator | None = None) -> Tensor:
+        """-ln p(x) bound or estimate in nats per example, shape [B]: the sum of `nll_terms`."""
+        terms = self.nll_terms(x, steps, cond=cond, generator=generator)
+        return torch.stack(list(terms.values())).sum(0)
+
+    def nll_name(self, steps: int | str | None = None) -> str:
+        """How the number `nll(x, steps)` is called in reports, e.g. "L^784 + L^r" or "ELBO"."""
+        return "NLL"
+
+    # --- sampling -------------------------------------------------------------------------------------------
+    @abstractmethod
+    def sample(self, n: int, steps: int | None = None, *, sampler: str | None = None,
+               generator: torch.Generator | None = None, callback: SampleCallback | None = None,
+               progress: bool = False, cond: Tensor | int | None = None, guidance: float | None = None,
+               final: FinalChoice = "sample", inpaint: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """Draw n examples [n, *S] in the data format with `steps` network evaluations (default:
+        `capabilities.default_steps`). `callback` receives a `SampleStep` after every step; `progress` shows a
+        progress bar. `final`: "sample" (a draw), "mode" or "mean" of the last output distribution."""
+
+    # --- checks shared by every family ----------------------------------------------------------------------
+    def check_batch(self, x: Tensor) -> Tensor:
+        """Validate a data batch against `data` (one-line DataError otherwise)."""
+        check_data_shape(x, self.data.shape)
+        return x
+
+    def check_labels(self, cond: Tensor, batch: int | None = None) -> Tensor:
+        """Validated labels [batch] as int64 (ConfigError otherwise)."""
+        return check_labels(cond, self.num_labels, batch)
+
+    def check_sample_args(self, n: int, steps: int | None, sampler: str | None, cond: Tensor | int | None,
+                          guidance: float | None, inpaint: Any) -> tuple[int | None, str, Tensor | None]:
+        """Common checks of `sample`'s arguments: returns (steps, sampler, labels [n] or None)."""
+        caps = self.capabilities
+        if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+            raise ConfigError(f"n (number of samples) must be a positive integer, got {n!r}")
+        steps = caps.default_steps if steps is None else steps
+        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps <= 0):
+            raise ConfigError(f"steps must be a positive integer, got {steps!r}")
+        if steps is not None and caps.max_steps is not None and steps > caps.max_steps:
+            raise ConfigError(f"this {self.family} model samples with at most {caps.max_steps} steps, got {steps}")
+        name = sampler or caps.default_sampler
+        if name not in caps.samplers:
+            raise ConfigError(f"unknown sampler {name!r} for a {self.family} model; choose one of "
+                              f"{', '.join(caps.samplers)}")
+        if guidance and not caps.guidance:
+            raise ConfigError(f"a {self.family} model does not take guidance; drop --guidance")
+        if inpaint is not None and not caps.inpainting:
+            raise ConfigError(f"a {self.family} model cannot inpaint; drop --inpaint")
+        labels = None
+        if cond is not None:
+            if not caps.conditional:
+                raise ConfigError("labels were given but the model is unconditional; drop --label or train a "
+                                  "conditional preset")
+            if isinstance(cond, int) and not isinstance(cond, bool):
+                cond = torch.full((n,), cond, dtype=torch.long)
+            labels = self.check_labels(torch.as_tensor(cond), n).to(self.device)
+        return steps, name, labels
+
+
+def progress_callback(callback: SampleCallback | None, steps: int | None, progress: bool,
+                      desc: str = "sampling") -> tuple[SampleCallback | None, Callable[[], None]]:
+    """Wrap `callback` with a tqdm bar over the steps when `progress` is true; returns (callback, close)."""
+    if not progress or not steps:
+        return callback, lambda: None
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=steps, desc=desc, leave=False, dynamic_ncols=True)
+
+    def wrapped(step: SampleStep) -> None:
+        bar.update(1)
+        if callback is not None:
+            callback(step)
+
+    return wrapped, bar.close
