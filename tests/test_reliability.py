@@ -363,7 +363,9 @@ def test_repeated_sigkill_never_loses_work(tmp_path: Path) -> None:
         deadline = time.monotonic() + 240
         while _last_step(out / "metrics.jsonl") <= before and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)  # wait until this process is training
-        time.sleep(rng.uniform(0.0, 0.5))
+        target = _last_step(out / "metrics.jsonl") + rng.randint(0, 40)  # a random moment, by observed progress
+        while _last_step(out / "metrics.jsonl") < target and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert proc.poll() is None, "the run finished before it could be killed; raise steps"
         proc.send_signal(signal.SIGKILL)
         proc.communicate()
