@@ -297,12 +297,11 @@ def build(preset: str, device: torch.device, *, batch_size: int | None = None, s
     from bfn.data import load_dataset
     from bfn.evaluation.nll import materialize
     from bfn.models.hub import build_model
-    from bfn.training.trainer import data_info
 
     cfg = load_config(preset)
     dataset, spec = load_dataset(cfg.data.name, split, root=cfg.data.root, **cfg.data.options)
     torch.manual_seed(seed)
-    model = build_model(cfg.model, data_info(spec))
+    model = build_model(cfg.model, spec)
     randomize_zero_init(model, seed)
     model = model.to(device)
     n = batch_size or cfg.train.batch_size
@@ -310,7 +309,7 @@ def build(preset: str, device: torch.device, *, batch_size: int | None = None, s
     if x.shape[0] < n:  # a batch larger than the split: repeat it
         x = x.repeat((math.ceil(n / x.shape[0]),) + (1,) * (x.ndim - 1))[:n]
     cond = None
-    if getattr(model, "num_labels", None):
+    if model.num_labels:
         gen = torch.Generator().manual_seed(seed)
         cond = torch.randint(0, int(model.num_labels), (n,), generator=gen).to(device)
     return Bench(preset=preset, cfg=cfg, model=model, x=x.to(device), cond=cond, spec=spec)

@@ -124,7 +124,7 @@ def markdown(name: str, result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bfn.evaluation.compare import load_run
+    from bfn.evaluation.runs import load_run
 
     args = parse_args(argv)
     if args.threads:

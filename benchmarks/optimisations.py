@@ -214,7 +214,7 @@ def _compile(bench: common.Bench, args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {"batch_size": bench.batch_size, "mode": "default (network.compile(), as train.compile)",
                            "inductor_cache": args.compile_cache}
     eager, compiled = bench, clone(bench)
-    compiled.model.network.compile()
+    compiled.model.compile_networks()
     # inference first, while both copies hold the same weights: the no-grad forward compiles its own graph
     fwd_e, fwd_c = network_forward(eager), network_forward(compiled)
     fwd_e()

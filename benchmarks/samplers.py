@@ -81,12 +81,13 @@ def summary(quality: dict[str, Any]) -> dict[str, Any]:
 def benchmark_run(path: str, args: argparse.Namespace, results: dict[str, Any], save: Any) -> None:
     """Fill results[run name] cell by cell: {"data": {...}, sampler: {nfe: {...}}}."""
     from bfn.evaluation.classifier import load_classifier
-    from bfn.evaluation.compare import load_run, reference_images
+    from bfn.evaluation.compare import reference_images
     from bfn.evaluation.quality import sample_quality
+    from bfn.evaluation.runs import load_run
 
     run = load_run(path, device=args.device)
     entry = results.setdefault(run.name, {})
-    entry["path"], entry["kind"] = str(path), run.model.flow.kind
+    entry["path"], entry["kind"] = str(path), run.model.data.kind
     classifier = load_classifier(device=args.device)
     reference = reference_images(run, limit=None, seed=args.seed)
     if args.fresh or "data" not in entry:

@@ -12,8 +12,7 @@ from bfn.data import load_dataset
 from bfn.evaluation.classifier import MnistCNN
 from bfn.evaluation.compare import compare_runs
 from bfn.models import build_model, save_pretrained
-from bfn.models.hub import atomic_write_text
-from bfn.training.trainer import data_info
+from bfn.utils.io import atomic_write_text
 
 
 def make_run(path, preset, *, loss_per_dim, ddpm_timesteps=20):
@@ -25,7 +24,7 @@ def make_run(path, preset, *, loss_per_dim, ddpm_timesteps=20):
     cfg.model.ddpm.timesteps = ddpm_timesteps
     spec = load_dataset(cfg.data.name, "test", root=cfg.data.root, **cfg.data.options)[1]
     torch.manual_seed(0)
-    model = build_model(cfg.model, data_info(spec))
+    model = build_model(cfg.model, spec)
     save_pretrained(model, path, extra={"step": 5})
     atomic_write_text(path / "config.yaml", to_yaml(cfg))
     lines = [{"step": s, "loss": loss_per_dim * 784 / s, "loss_per_dim": loss_per_dim / s, "grad_norm": 1.0,

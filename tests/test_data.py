@@ -49,15 +49,15 @@ def centres(k: int) -> torch.Tensor:
 
 
 def test_registry_lists_every_dataset_with_its_type() -> None:
-    specs = {s.name: s for s in list_datasets()}
+    specs = {e.spec.name: e for e in list_datasets()}
     online = {"mnist-full-binarized", "mnist-full-grey", "cifar10", "text8"}
     assert set(OFFLINE) | online | {"array"} == set(specs)
     kinds = ("continuous", "discretized", "discrete")
-    assert all(isinstance(s, DataSpec) and s.kind in kinds for s in specs.values())
+    assert all(isinstance(e.spec, DataSpec) and e.spec.kind in kinds for e in specs.values())
     assert all(specs[name].offline() for name in OFFLINE)
     assert not specs["mnist-full-grey"].offline() and not specs["cifar10"].offline()
-    assert specs["mnist-binarized"].num_classes == 2 and specs["text8"].num_classes == 27
-    assert specs["multidigit-binarized"].num_labels == 100
+    assert specs["mnist-binarized"].spec.num_classes == 2 and specs["text8"].spec.num_classes == 27
+    assert specs["multidigit-binarized"].spec.num_labels == 100
 
 
 @pytest.mark.parametrize("name", OFFLINE)

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from bfn.config import DDPMConfig, load_config
+from bfn.data.spec import DataSpec
 from bfn.diffusion import (
     BinnedGaussian,
     GaussianDiffusion,
@@ -19,8 +20,8 @@ from bfn.diffusion import (
     variational_bound,
 )
 from bfn.errors import ConfigError, DataError
-from bfn.models.ddpm import DDPM, data_values, ddpm_features
-from bfn.models.hub import DataInfo, build_model, from_pretrained, save_pretrained
+from bfn.models.ddpm import DDPM, data_values
+from bfn.models.hub import build_model, from_pretrained, save_pretrained
 from bfn.samplers.base import StepInfo
 from bfn.samplers.ddpm import ancestral_sampler, ddim_sampler
 from bfn.viz.evolution import record_sampling
@@ -260,13 +261,12 @@ def tiny_image_model(kind: str = "discrete", **kwargs) -> DDPM:
     cfg.model.ddpm.timesteps = kwargs.pop("timesteps", 20)
     for key, value in kwargs.items():
         setattr(cfg.model, key, value)
-    info = DataInfo(kind=kind, shape=(1, 6, 6), num_classes=2 if kind == "discrete" else None,
+    info = DataSpec(kind=kind, shape=(1, 6, 6), num_classes=2 if kind == "discrete" else None,
                     num_bins=16 if kind == "discretized" else None, num_labels=10)
     return build_model(cfg.model, info)
 
 
 def test_features_and_presets_match_the_bfn_twins():
-    assert ddpm_features(DataInfo(kind="discrete", shape=(1, 28, 28), num_classes=2)) == (1, 1)
     from bfn.config import to_dict
 
     for bfn_name, ddpm_name in (("mnist-discrete", "mnist-ddpm"), ("mnist-discretized", "mnist-ddpm-discretized")):

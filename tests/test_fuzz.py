@@ -24,9 +24,10 @@ from hypothesis.extra import numpy as hnp
 
 from bfn.config import RunConfig, from_dict, load_config, merge_overrides, to_dict
 from bfn.data import load_dataset
+from bfn.data.spec import DataSpec
 from bfn.errors import BFNError, CheckpointError, ConfigError, DataError
 from bfn.models import from_pretrained
-from bfn.models.hub import DataInfo, build_model
+from bfn.models.hub import build_model
 from bfn.samplers import SAMPLERS
 from bfn.training.checkpoint import load_state
 
@@ -337,19 +338,6 @@ def test_fuzz_user_arrays(data: tuple[np.ndarray, np.ndarray | None, Any, Any, A
 FILES = ("model.safetensors", "state.pt", "config.json")
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real run directory of a tiny continuous BFN (2 training steps)."""
-    from bfn.training import train
-
-    cfg = load_config("mixture-1d", ["model.network.kwargs.hidden=8", "model.network.kwargs.depth=1",
-                                     "train.steps=2", "train.batch_size=8", "train.log_every=1",
-                                     "train.checkpoint_every=1", "data.options.size=32", "sample.n=4"])
-    run = tmp_path_factory.mktemp("fuzz") / "run"
-    train(cfg, run, progress=False)
-    return run
-
-
 def load_all(run: Path) -> None:
     """Everything a user does with a run directory: load the weights, load the resume state."""
     from_pretrained(run)
@@ -411,7 +399,7 @@ def test_fuzz_damaged_checkpoint(tiny_run: Path, data: st.DataObject, name: str)
 def tiny_model(kind: str, conditional: bool = False) -> torch.nn.Module:
     cfg = load_config("mixture-1d", ["model.network.kwargs.hidden=8", "model.network.kwargs.depth=1",
                                      f"model.conditional={str(conditional).lower()}"]).model
-    info = DataInfo(kind=kind, shape=(3,), num_classes=3 if kind == "discrete" else None,
+    info = DataSpec(kind=kind, shape=(3,), num_classes=3 if kind == "discrete" else None,
                     num_bins=8 if kind == "discretized" else None, num_labels=4 if conditional else None)
     torch.manual_seed(0)
     return build_model(cfg, info).eval()

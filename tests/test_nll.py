@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from bfn.data.common import GreyImages
+from bfn.data.spec import DataSpec
 from bfn.errors import CheckpointError, ConfigError
 from bfn.evaluation.nll import (
     derive_seed,
@@ -22,6 +23,7 @@ from bfn.evaluation.nll import (
 )
 from bfn.flows import ContinuousFlow, DiscreteFlow
 from bfn.models import BFN
+from bfn.models.base import Capabilities, GenerativeModel
 
 
 class BernoulliPosterior(nn.Module):
@@ -189,24 +191,31 @@ def test_generic_datasets_are_read_under_a_seeded_rng():
     assert not torch.equal(materialize(data, seed=1), materialize(data, seed=2))
 
 
-class NoGeneratorModel(nn.Module):
-    """A model with the bare `nll(x, steps)` interface (no generator argument), like a future baseline."""
+class NoLikelihood(GenerativeModel):
+    """A family without a likelihood (a GAN's capabilities): evaluate_nll refuses it in one line."""
+
+    family = "toy"
 
     def __init__(self):
         super().__init__()
         self.w = nn.Parameter(torch.ones(()))
+        self.data = DataSpec(kind="continuous", shape=(4,))
 
-    def nll(self, x, steps):
-        return self.w * (x.float().sum(1) + torch.rand(x.shape[0]))
+    @property
+    def capabilities(self):
+        return Capabilities(likelihood="none")
+
+    def loss(self, x, *, cond=None, generator=None):
+        return self.w * x.sum(1)
+
+    def sample(self, n, steps=None, **kwargs):
+        return torch.zeros(n, 4)
 
 
-def test_models_without_a_generator_argument_are_seeded_too():
-    model = NoGeneratorModel()
-    x = torch.ones(10, 4)
-    a = evaluate_nll(model, x, steps=[100], seed=0)["results"]["100"]
-    b = evaluate_nll(model, x, steps=[100], seed=0)["results"]["100"]
-    assert a == b and 4 < a["nats"] < 5
-    assert evaluate_nll(model, x, steps=[100])["uniform"] is None
+def test_a_model_without_a_likelihood_is_refused_in_one_line():
+    with pytest.raises(ConfigError, match="has no likelihood") as err:
+        evaluate_nll(NoLikelihood(), torch.ones(10, 4), steps=[100])
+    assert "\n" not in str(err.value)
 
 
 def test_uniform_reference_for_binarized_mnist():
@@ -241,13 +250,12 @@ def test_cli_writes_nll_into_eval_json(tmp_path, capsys):
     from bfn.config import load_config, to_yaml
     from bfn.data import load_dataset
     from bfn.models import build_model, save_pretrained
-    from bfn.models.hub import atomic_write_text
-    from bfn.training.trainer import data_info
+    from bfn.utils.io import atomic_write_text
 
     cfg = load_config("mnist-discrete")
     cfg.model.network.name, cfg.model.network.kwargs, cfg.model.layout = "mlp", {"hidden": 16, "depth": 1}, "flat"
     spec = load_dataset(cfg.data.name, "test")[1]
-    save_pretrained(build_model(cfg.model, data_info(spec)), tmp_path, extra={"step": 0})
+    save_pretrained(build_model(cfg.model, spec), tmp_path, extra={"step": 0})
     atomic_write_text(tmp_path / "config.yaml", to_yaml(cfg))
     write_eval(tmp_path, "quality", {"fid": 3.0})
 

@@ -29,8 +29,7 @@ from bfn.evaluation.quality import (
     sample_quality,
 )
 from bfn.models import build_model, save_pretrained
-from bfn.models.hub import atomic_write_text
-from bfn.training.trainer import data_info
+from bfn.utils.io import atomic_write_text
 
 pytest.importorskip("torchmetrics")
 
@@ -45,7 +44,7 @@ def make_run(path, preset, **model_changes):
     for key, value in model_changes.items():
         setattr(cfg.model, key, value)
     spec = load_dataset(cfg.data.name, "test", root=cfg.data.root, **cfg.data.options)[1]
-    model = build_model(cfg.model, data_info(spec))
+    model = build_model(cfg.model, spec)
     save_pretrained(model, path, extra={"step": 0})
     atomic_write_text(path / "config.yaml", to_yaml(cfg))
     return path

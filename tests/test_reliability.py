@@ -28,14 +28,13 @@ from bfn.config import load_config
 from bfn.errors import CheckpointError, TrainingError
 from bfn.models import from_pretrained
 from bfn.models.bfn import BFN
-from bfn.models.hub import _atomic_write, atomic_write_text
 from bfn.training import train
 from bfn.training.checkpoint import load_state, remove_stale_temps
 from bfn.training.logging import MetricsLogger, read_metrics
+from bfn.utils.io import atomic_write, atomic_write_text
+from conftest import TINY_RUN
 
-TINY = ["model.network.kwargs.hidden=16", "model.network.kwargs.depth=1", "train.batch_size=16",
-        "train.log_every=1", "train.checkpoint_every=10", "train.steps=30", "train.warmup_steps=5",
-        "data.options.size=256", "sample.n=100", "sample.steps=5"]
+TINY = TINY_RUN  # the session's shared tiny run (conftest.tiny_run) is trained with these
 
 
 def tiny(*extra: str):
@@ -49,11 +48,10 @@ def one_line(err: pytest.ExceptionInfo) -> str:
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A finished tiny run (30 steps, hidden width 16): read-only for the tests, which copy it to damage it."""
-    out = tmp_path_factory.mktemp("reliability") / "run"
-    train(tiny(), out, progress=False)
-    return out
+def run(tiny_run: Path) -> Path:
+    """The session's finished tiny run (conftest.TINY_RUN = this module's TINY): read-only for the tests, which
+    copy it to damage it."""
+    return tiny_run
 
 
 def copy_run(run: Path, dest: Path) -> Path:
@@ -181,7 +179,7 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path: Path) -> N
         raise OSError("disk full")
 
     with pytest.raises(OSError, match="disk full"):
-        _atomic_write(path, broken)
+        atomic_write(path, broken)
     assert path.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["f.txt"]  # no temp file left behind
 
@@ -242,7 +240,7 @@ def test_crash_during_a_checkpoint_then_resume(run: Path, tmp_path: Path, monkey
     import bfn.models.hub as hub
     import bfn.training.checkpoint as checkpoint
 
-    real_text, real_write = hub.atomic_write_text, checkpoint._atomic_write
+    real_text, real_write = hub.atomic_write_text, checkpoint.atomic_write
 
     def text_then_crash(path: Path, text: str) -> None:
         if Path(path).name == "config.json":
@@ -262,7 +260,7 @@ def test_crash_during_a_checkpoint_then_resume(run: Path, tmp_path: Path, monkey
     if point.startswith("after weights,"):
         monkeypatch.setattr(hub, "atomic_write_text", text_then_crash)
     else:
-        monkeypatch.setattr(checkpoint, "_atomic_write", state_then_crash)
+        monkeypatch.setattr(checkpoint, "atomic_write", state_then_crash)
     with pytest.raises(Crash):
         train(tiny(), out, progress=False)
     monkeypatch.undo()

@@ -15,7 +15,7 @@ from bfn.errors import CheckpointError
 from bfn.models import from_pretrained
 from bfn.training import train
 from bfn.training.checkpoint import load_state
-from bfn.training.logging import read_metrics
+from bfn.utils.io import read_metrics
 
 TINY = ["model.network.kwargs.hidden=32", "train.log_every=1", "train.checkpoint_every=10", "train.batch_size=32",
         "train.steps=30", "sample.n=200", "sample.steps=5"]

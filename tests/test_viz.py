@@ -173,7 +173,7 @@ def test_gif_frames_follow_time_order(tmp_path):
     model = make(*MODELS["discrete-image-k2"])
     traj = viz.record_sampling(model, 2, 9, k=5)
     assert traj.times == sorted(traj.times) and len(set(traj.times)) == 5
-    frames = viz.trajectory_frames(traj, viz.data_kind(model))
+    frames = viz.trajectory_frames(traj, model.data)
     assert len(frames) == 6 and len({f.size for f in frames}) == 1
     path = viz.save_gif(frames, tmp_path / "f.gif")
     with Image.open(path) as im:

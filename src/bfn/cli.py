@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -71,22 +70,6 @@ def _command_modules() -> list[Any]:
 COMMAND_MODULES: list[str] = ["sample", "show", "eval", "compare"]
 
 
-def resolve_device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        if torch.cuda.is_available():
-            return "cuda"
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return "mps"
-        return "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu")
-    if name not in ("cpu", "cuda", "mps"):
-        raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda or mps")
-    return name
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     from bfn.config import load_config
     from bfn.training import train
@@ -103,11 +86,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = load_config(args.config, args.overrides)
         out = Path(args.out) if args.out else Path("runs") / cfg.name
     result = train(cfg, out, resume=args.resume, device=args.device, progress=not args.no_progress)
-    print(f"trained {result.step} steps in {result.wall_seconds:.1f} s ({result.images_per_second:.0f} examples/s),"
-          f" final loss {result.final_loss:.3f} nats/example; run directory: {out}")
+    if result.steps_done == 0 and not result.interrupted:
+        print(f"{out} already finished all {result.step} steps (last logged loss {result.final_loss:.3f}); nothing to "
+              f"train. Raise train.steps to continue it, e.g. bfn train {out} --resume train.steps={2 * result.step}")
+    else:
+        print(f"trained {result.steps_done} steps (to step {result.step}) in {result.wall_seconds:.1f} s "
+              f"({result.images_per_second:.0f} examples/s), final loss {result.final_loss:.3f} per example; "
+              f"run directory: {out}")
     if result.interrupted:
         return 0
     from bfn.evaluation.report import post_train_report
+    from bfn.utils.runtime import resolve_device
 
     report = post_train_report(out, device=resolve_device(args.device if args.device != "auto" else "auto"))
     for key, value in report.items():
@@ -134,9 +123,10 @@ def cmd_samplers(args: argparse.Namespace) -> int:
 def cmd_data(args: argparse.Namespace) -> int:
     from bfn.data import list_datasets
 
-    for spec in list_datasets():
-        status = "available offline" if spec.offline() else "needs download"
-        print(f"{spec.name:24s} {spec.kind:12s} {str(tuple(spec.shape)):14s} {status:18s} {spec.description}")
+    for entry in list_datasets():
+        spec = entry.spec
+        status = "available offline" if entry.offline() else "needs download"
+        print(f"{spec.name:24s} {spec.kind:12s} {str(tuple(spec.shape)):14s} {status:18s} {entry.description}")
     return 0
 
 
@@ -168,10 +158,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-
-
-def print_json(obj: Any) -> None:
-    print(json.dumps(obj, indent=2))
 
 
 if __name__ == "__main__":

@@ -55,7 +55,9 @@ class NetworkConfig:
 
 @dataclass
 class ModelConfig:
-    type: Literal["bfn", "ddpm"] = "bfn"
+    """The generative model: its family (`bfn.models.registry.FAMILIES`), network and family settings."""
+
+    type: str = "bfn"  # model family: bfn, ddpm, or another registered family
     flow: FlowConfig = field(default_factory=FlowConfig)
     ddpm: DDPMConfig = field(default_factory=DDPMConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
@@ -63,6 +65,7 @@ class ModelConfig:
     loss: str = "continuous"  # "continuous" for L^inf, or a step count n (e.g. "784") for L^n
     conditional: bool = False  # class-conditional network (labels from the dataset)
     label_dropout: float = 0.1  # probability of the null label during training (classifier-free guidance)
+    options: dict[str, Any] = field(default_factory=dict)  # settings of other families, read by their own module
 
 
 @dataclass
@@ -143,7 +146,7 @@ def _read_preset(name_or_path: str) -> str:
             raise ConfigError(f"config file {name_or_path!r} not found; give a preset name ({presets}) or an "
                               "existing .yaml file")
         return path.read_text()
-    res = resources.files("bfn").joinpath(PRESET_DIR, f"{name_or_path}.yaml")
+    res = resources.files("bfn").joinpath(PRESET_DIR).joinpath(f"{name_or_path}.yaml")
     if not res.is_file():
         if "/" in name_or_path or os.sep in name_or_path:
             raise ConfigError(f"{name_or_path!r} does not exist: it is neither a run directory, a .yaml file nor a "

@@ -27,9 +27,10 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser("compare", help="runs side by side (BFN vs DDPM): NLL, quality, speed, pictures",
                               description=__doc__.splitlines()[0], epilog=EPILOG, formatter_class=HelpFormatter)
     p.add_argument("runs", nargs="+", help="run directories written by `bfn train`")
-    p.add_argument("--steps", default="10,25,100,1000",
-                   help="sampling step counts (network evaluations), comma separated")
-    p.add_argument("--n", type=int, default=500, help="samples per run and step count")
+    p.add_argument("--steps", default=None,
+                   help="sampling step counts (network evaluations), comma separated (default: each model's usual "
+                   "count, e.g. 100 for a BFN, T for a DDPM, one shot for a GAN)")
+    p.add_argument("--n", type=int, default=200, help="samples per run and step count (500+ for steadier FIDs)")
     p.add_argument("--nll-steps", default="inf",
                    help="bounds to evaluate: 'inf' (BFN: L^inf + L^r; DDPM: its full T-step bound) and/or step counts")
     p.add_argument("--nll-repeats", type=int, default=1, help="Monte Carlo repeats per test example")
@@ -64,15 +65,15 @@ def split_names(text: str | None) -> list[str] | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bfn.cli import resolve_device
     from bfn.evaluation.compare import compare_runs
     from bfn.evaluation.nll import parse_steps
+    from bfn.utils.runtime import resolve_device
 
     for flag in ("n", "nll_repeats", "batch_size", "limit", "evolution_steps"):
         value = getattr(args, flag)
         if value is not None and value <= 0:
             raise ConfigError(f"--{flag.replace('_', '-')} must be a positive integer, got {value}")
-    steps = parse_ints(args.steps, "--steps")
+    steps = None if args.steps is None else parse_ints(args.steps, "--steps")
     nll_steps = parse_steps(args.nll_steps)
     out = Path(args.out) if args.out else Path(args.runs[0]).parent / "compare"
     device = resolve_device(args.device)

@@ -58,50 +58,30 @@ def register(subparsers: Any) -> None:
 
 
 # --- pieces ---------------------------------------------------------------------------------------------
-def load_run(run_dir: Path, device: str) -> tuple[Any, Any]:
-    """(config, model) of a run directory."""
-    from bfn.config import load_config
-    from bfn.models import from_pretrained
-
-    if not run_dir.is_dir():
-        raise CheckpointError(f"{run_dir} is not a directory; give a run directory written by `bfn train`")
-    if not (run_dir / "config.yaml").is_file():
-        raise CheckpointError(f"{run_dir / 'config.yaml'} not found; give a run directory written by `bfn train`")
-    return load_config(str(run_dir / "config.yaml")), from_pretrained(run_dir, device=device)
-
-
-def held_out_split(cfg: Any) -> Any:
-    """The run's test split, loaded with the run's data options."""
-    from bfn.data import load_dataset
-
-    return load_dataset(cfg.data.name, "test", root=cfg.data.root, **cfg.data.options)[0]
-
-
 def quality_shape_check(model: Any) -> None:
-    from bfn.viz.grid import data_kind
 
-    shape = data_kind(model).shape
+    shape = model.data.shape
     if shape != (1, 28, 28):
         raise ConfigError(f"--quality uses bfn's MNIST classifier and needs 28x28 single-channel images; this run's "
                           f"data have shape {shape}. Use --nll, or `bfn show RUN --grid` to look at samples")
 
 
-def draw_samples(model: Any, n: int, steps: int, *, sampler: str, final: str, seed: int, batch_size: int,
+def draw_samples(model: Any, n: int, steps: int | None, *, sampler: str, final: str, seed: int, batch_size: int,
                  progress: bool) -> Any:
     """n samples in batches of `batch_size` from one seeded generator, mapped to [0, 1] images on the CPU."""
     import torch
     from tqdm import tqdm
 
-    from bfn.viz.grid import data_kind, to_unit_interval
+    from bfn.viz.grid import to_unit_interval
 
-    info = data_kind(model)
-    gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
+    info = model.data
+    gen = torch.Generator(device=model.device).manual_seed(seed)
     chunks = []
     with tqdm(total=n, desc=f"sampling ({steps} steps)", disable=not progress, dynamic_ncols=True) as bar:
         for start in range(0, n, batch_size):
             m = min(batch_size, n - start)
             x = model.sample(m, steps, sampler=sampler, generator=gen, final=final)
-            chunks.append(to_unit_interval(x.cpu(), info.kind, num_classes=info.num_classes))
+            chunks.append(to_unit_interval(x.cpu(), info.kind, num_classes=info.classes))
             bar.update(m)
     return torch.cat(chunks)
 
@@ -147,8 +127,8 @@ def quality_table(result: dict[str, Any]) -> str:
 
 # --- the command ----------------------------------------------------------------------------------------
 def run(args: argparse.Namespace) -> int:
-    from bfn.cli import resolve_device
     from bfn.evaluation.nll import evaluate_nll, materialize, parse_steps, write_eval
+    from bfn.utils.runtime import resolve_device
 
     run_dir = Path(args.run)
     do_nll = args.nll or not args.quality
@@ -165,14 +145,20 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--quality samples with one step count; got --steps {args.steps!r} "
                               "(e.g. --steps 100)") from None
     device = resolve_device(args.device)
-    cfg, model = load_run(run_dir, device)
+    from bfn.evaluation.runs import load_run, test_split
+
+    if not run_dir.is_dir():
+        raise CheckpointError(f"{run_dir} is not a directory; give a run directory written by `bfn train`")
+    loaded = load_run(run_dir, device=device, sampler=args.sampler)
+    cfg, model = loaded.cfg, loaded.model
     if args.quality:
         quality_shape_check(model)
-    test = held_out_split(cfg)
+    test = test_split(loaded)
     progress = not args.no_progress
     context = {"run": str(run_dir), "model_step": model.config.get("step"), "dataset": cfg.data.name,
                "split": "test", "device": device}
     if do_nll:
+        assert nll_steps is not None
         print(f"evaluating the NLL of {run_dir} on {cfg.data.name} (test split), steps "
               f"{', '.join(map(str, nll_steps))}, {args.repeats} repeat(s)")
         result = evaluate_nll(model, test, steps=nll_steps, repeats=args.repeats, batch_size=args.batch_size,
@@ -184,14 +170,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {write_eval(run_dir, 'nll', result)}")
     if args.quality:
         from bfn.evaluation.quality import sample_quality
-        from bfn.viz.grid import data_kind, to_unit_interval
+        from bfn.viz.grid import to_unit_interval
 
-        steps = sample_steps or cfg.sample.steps
-        sampler = args.sampler or cfg.sample.sampler
-        info = data_kind(model)
+        steps = (sample_steps or cfg.sample.steps) if model.capabilities.default_steps is not None else None
+        sampler = loaded.sampler
+        info = model.data
         t0 = time.perf_counter()
         reference = to_unit_interval(materialize(test, limit=args.limit, seed=args.seed), info.kind,
-                                     num_classes=info.num_classes)
+                                     num_classes=info.classes)
         samples = draw_samples(model, args.n, steps, sampler=sampler, final=args.final, seed=args.seed,
                                batch_size=args.batch_size, progress=progress)
         result = sample_quality(samples, reference, seed=args.seed, device=device)

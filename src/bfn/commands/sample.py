@@ -28,8 +28,10 @@ def register(subparsers: Any) -> None:
                               epilog=EPILOG, formatter_class=HelpFormatter)
     p.add_argument("run", help="run directory written by `bfn train`")
     p.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
-    p.add_argument("--steps", type=int, default=100, help="sampling steps (network evaluations; default 100)")
-    p.add_argument("--sampler", default="paper", help="sampler name (see `bfn samplers`; default paper)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="sampling steps (network evaluations; default: the model's usual count, 100 for a BFN)")
+    p.add_argument("--sampler", default=None, help="sampler name (see `bfn samplers`; default: the model's first, "
+                   "paper for a BFN)")
     p.add_argument("--final", default="sample", choices=["sample", "mode", "mean"],
                    help="what the last step returns: a draw from the output distribution (the paper, default), its "
                         "mode or its mean")
@@ -57,9 +59,9 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from bfn.cli import resolve_device
     from bfn.models import from_pretrained
-    from bfn.models.hub import atomic_write
+    from bfn.utils.io import atomic_write
+    from bfn.utils.runtime import resolve_device
     from bfn.viz.grid import save_sample_grid
 
     if args.guidance and args.label is None:
@@ -70,25 +72,27 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     model = from_pretrained(args.run, device=device)
     if args.compile:
-        model.network.compile()
-    data = model.config["data"]
+        model.compile_networks()
+    data = model.data
     kwargs: dict[str, Any] = {}
     if args.label is not None:
         kwargs.update(cond=args.label, guidance=args.guidance)
     if args.inpaint is not None:
-        if not hasattr(model, "flow"):
-            raise ConfigError("inpainting is implemented for BFN runs; this run is a DDPM")
+        if not model.capabilities.inpainting:
+            raise ConfigError(f"a {model.family} model cannot inpaint; inpaint with a BFN run")
         from bfn.data.observation import load_observation
 
-        kwargs["inpaint"] = load_observation(args.inpaint, args.mask, kind=data["kind"], shape=tuple(data["shape"]),
-                                             num_classes=data.get("num_classes"), num_bins=data.get("num_bins"))
+        kwargs["inpaint"] = load_observation(args.inpaint, args.mask, kind=data.kind, shape=data.shape,
+                                             num_classes=data.num_classes, num_bins=data.num_bins)
         kwargs["inpaint_method"] = args.inpaint_method
     gen = torch.Generator(device=device).manual_seed(args.seed)
-    x = model.sample(args.n, args.steps, sampler=args.sampler, generator=gen, final=args.final, **kwargs)
+    steps = args.steps if args.steps is not None else model.capabilities.default_steps
+    sampler = args.sampler if args.sampler is not None else model.capabilities.default_sampler
+    x = model.sample(args.n, steps, sampler=sampler, generator=gen, final=args.final, **kwargs)
     tag = "" if args.label is None else f"_label{args.label}_w{args.guidance:g}"
     tag += "" if args.inpaint is None else "_inpaint"
-    out = Path(args.out) if args.out else Path(args.run) / f"samples_{args.sampler}_{args.steps}{tag}.png"
-    save_sample_grid(x, out, kind=data["kind"], num_bins=data.get("num_bins"), num_classes=data.get("num_classes") or 2)
+    out = Path(args.out) if args.out else Path(args.run) / f"samples_{sampler}_{steps}{tag}.png"
+    save_sample_grid(x, out, kind=data.kind, num_bins=data.num_bins, num_classes=data.classes)
     def write_npy(tmp: str) -> None:
         with open(tmp, "wb") as f:
             np.save(f, x.cpu().numpy())

@@ -93,7 +93,8 @@ def toy_data(name: str | None, n: int, seed: int) -> Any:
         from bfn.data import load_dataset
 
         dataset = load_dataset(name, "train")[0]
-        idx = torch.linspace(0, len(dataset) - 1, min(n, len(dataset))).round().long().tolist()
+        size = len(dataset)  # type: ignore[arg-type]
+        idx = torch.linspace(0, size - 1, min(n, size)).round().long().tolist()
         items = [dataset[i] for i in idx]
         return torch.stack([item[0] if isinstance(item, (tuple, list)) else item for item in items]).float()
     except (ImportError, BFNError, OSError, TypeError) as err:
@@ -126,7 +127,7 @@ def make_figure(name: str, path: Path, *, run_dir: Path, model: Any, args: argpa
     steps = args.steps or settings["steps"]
     sampler = args.sampler or settings["sampler"]
     kwargs: dict[str, Any] = {"sampler": sampler} if sampler else {}
-    info = viz.data_kind(model)
+    info = model.data
     data = None if info.image_like else toy_data(settings["data"], 2000, args.seed)
     if name == "grid":
         n = args.n or (64 if info.image_like else 1000)
@@ -170,11 +171,11 @@ def run(args: argparse.Namespace) -> int:
     settings = run_settings(run_dir)
     model = None
     if any(name in SAMPLING for name in wanted):
-        from bfn.cli import resolve_device
         from bfn.models import from_pretrained
+        from bfn.utils.runtime import resolve_device
 
         model = from_pretrained(run_dir, device=resolve_device(args.device))
-        if args.all and not getattr(model, "num_labels", None):
+        if args.all and not model.num_labels:
             wanted.remove("guidance")  # --all: only the figures that apply to this run
     written = 0
     for name, path in output_paths(run_dir, wanted, args.out).items():

@@ -5,6 +5,7 @@ Every dataset yields `(x, label)`: x in the model's data format for its kind, la
 (-1 if none).
 """
 
-from bfn.data.registry import DataSpec, list_datasets, load_dataset
+from bfn.data.registry import list_datasets, load_dataset
+from bfn.data.spec import DataSpec
 
 __all__ = ["DataSpec", "list_datasets", "load_dataset"]

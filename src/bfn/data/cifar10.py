@@ -17,7 +17,6 @@ ARCHIVE = RemoteFile("cifar-10-binary.tar.gz", ("https://www.cs.toronto.edu/~kri
 SUBDIR = "cifar-10-batches-bin"
 BATCHES = {"train": [f"data_batch_{i}.bin" for i in range(1, 6)], "test": ["test_batch.bin"]}
 RECORD = 1 + 3 * 32 * 32  # one label byte, then 1024 red, 1024 green, 1024 blue bytes (row-major 32x32)
-CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
 def read_cifar_bin(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -53,6 +52,7 @@ def extract(archive: Path, dest: Path) -> None:
                 if member.isfile() and name in wanted:
                     src = tar.extractfile(member)
                     tmp = dest / f".{name}.part"
+                    assert src is not None
                     with src, open(tmp, "wb") as out:
                         out.write(src.read())
                     os.replace(tmp, dest / name)

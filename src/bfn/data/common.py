@@ -72,7 +72,7 @@ class GreyImages(Dataset):
         return self.images.shape[0]
 
     def label(self, index: int) -> Tensor:
-        return label_tensor(NO_LABEL if self.labels is None else self.labels[index])
+        return label_tensor(NO_LABEL if self.labels is None else int(self.labels[index]))
 
     def __getitem__(self, index: int) -> Item:
         grey = self.images[index]

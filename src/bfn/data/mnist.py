@@ -40,7 +40,7 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
         raise DataError(f"cannot read IDX file {path} ({err}); delete it and download it again") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_DTYPES:
         raise DataError(f"{path} is not an IDX file (bad magic number); delete it and download it again")
-    dtype, ndim = np.dtype(IDX_DTYPES[raw[2]]), raw[3]
+    dtype, ndim = np.dtype(IDX_DTYPES[raw[2]]), raw[3]  # type: ignore[call-overload]
     shape = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
     offset = 4 + 4 * ndim
     count = int(np.prod(shape, dtype=np.int64))
@@ -86,7 +86,7 @@ def mnist_full(split: str, root: str | None = None,
     remotes = [r for r in REMOTES if r.name in names]
     ensure(remotes, folder, download=download, what="MNIST", hint=", gzipped or not",
            found=lambda r: _local(folder, r.name) is not None)
-    images, labels = (read_idx(_local(folder, name)) for name in names)
+    images, labels = (read_idx(_local(folder, name)) for name in names)  # type: ignore[arg-type]
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
         raise DataError(f"MNIST files in {folder} disagree: images {images.shape}, labels {labels.shape}; "
                         "delete them and download them again")

@@ -8,24 +8,8 @@ from typing import Any, Literal
 
 from torch.utils.data import Dataset
 
+from bfn.data.spec import DataSpec, Kind
 from bfn.errors import DataError
-
-Kind = Literal["continuous", "discretized", "discrete"]
-
-
-@dataclass(frozen=True)
-class DataSpec:
-    """What a model needs to know about a dataset: its data type, example shape and class/bin/label counts."""
-
-    name: str
-    kind: Kind
-    shape: tuple[int, ...]
-    num_classes: int | None  # discrete data: K classes
-    num_bins: int | None  # discretized data: K bins
-    num_labels: int | None  # conditioning labels (e.g. 10 digits); None when unlabelled
-    description: str
-    offline: Callable[[], bool]  # whether it loads without a download
-
 
 Opts = dict[str, Any]
 Loaded = tuple[Dataset, DataSpec]
@@ -34,10 +18,21 @@ Loader = Callable[[DataSpec, str, str | None, Opts], Loaded]
 
 @dataclass(frozen=True)
 class Entry:
+    """A registered dataset: its spec (default options), what it is, whether it loads offline, its loader, the
+    options the loader takes and its splits."""
+
     spec: DataSpec
+    description: str
+    offline: Callable[[], bool]
     load: Loader
     options: tuple[str, ...]
     splits: tuple[str, ...] = ("train", "test")
+
+
+def _spec(name: str, kind: Kind, shape: tuple[int, ...], *, classes: int | None = None, bins: int | None = None,
+          labels: int | None = None, layout: str = "") -> DataSpec:
+    return DataSpec(kind=kind, shape=shape, num_classes=classes, num_bins=bins, num_labels=labels, name=name,
+                    layout=layout)
 
 
 def _always() -> bool:
@@ -126,8 +121,8 @@ def _load_array(spec: DataSpec, split: str, root: str | None, opts: Opts) -> Loa
                                                 opts.get("num_classes"))
     num_bins = (opts.get("num_bins") or 256) if kind == "discretized" else None
     num_classes = opts.get("num_classes") if kind == "discrete" else None
-    return dataset, replace(spec, kind=kind, shape=shape, num_bins=num_bins, num_classes=num_classes,
-                            num_labels=num_labels)
+    return dataset, replace(spec, kind=kind, shape=shape, num_bins=num_bins,  # type: ignore[arg-type]
+                            num_classes=num_classes, num_labels=num_labels)
 
 
 def _int(value: Any, name: str) -> int:
@@ -143,54 +138,52 @@ def _positive_int(value: Any, name: str) -> int:
 
 
 REGISTRY: dict[str, Entry] = {
-    "mnist-binarized": Entry(DataSpec(
-        "mnist-binarized", "discrete", (1, 28, 28), 2, None, 10,
-        "5,000 MNIST digits shipped with bfn (4,000 train / 1,000 test), dynamically binarized", _always),
+    "mnist-binarized": Entry(
+        _spec("mnist-binarized", "discrete", (1, 28, 28), classes=2, labels=10, layout="image"),
+        "5,000 MNIST digits shipped with bfn (4,000 train / 1,000 test), dynamically binarized", _always,
         _load_mnist, ("generator",)),
-    "mnist-grey": Entry(DataSpec(
-        "mnist-grey", "discretized", (1, 28, 28), None, 16, 10,
-        "5,000 MNIST digits shipped with bfn, grey levels in `bins` bins (16 default, or 256)", _always),
+    "mnist-grey": Entry(
+        _spec("mnist-grey", "discretized", (1, 28, 28), bins=16, labels=10, layout="image"),
+        "5,000 MNIST digits shipped with bfn, grey levels in `bins` bins (16 default, or 256)", _always,
         _load_mnist, ("bins",)),
-    "mnist-full-binarized": Entry(DataSpec(
-        "mnist-full-binarized", "discrete", (1, 28, 28), 2, None, 10,
-        "MNIST 60,000 train / 10,000 test from the IDX files, dynamically binarized", _mnist_full_offline),
+    "mnist-full-binarized": Entry(
+        _spec("mnist-full-binarized", "discrete", (1, 28, 28), classes=2, labels=10, layout="image"),
+        "MNIST 60,000 train / 10,000 test from the IDX files, dynamically binarized", _mnist_full_offline,
         _load_mnist, ("generator", "download")),
-    "mnist-full-grey": Entry(DataSpec(
-        "mnist-full-grey", "discretized", (1, 28, 28), None, 16, 10,
-        "MNIST 60,000 train / 10,000 test from the IDX files, grey levels in `bins` bins",
-        _mnist_full_offline),
+    "mnist-full-grey": Entry(
+        _spec("mnist-full-grey", "discretized", (1, 28, 28), bins=16, labels=10, layout="image"),
+        "MNIST 60,000 train / 10,000 test from the IDX files, grey levels in `bins` bins", _mnist_full_offline,
         _load_mnist, ("bins", "download")),
-    "multidigit-binarized": Entry(DataSpec(
-        "multidigit-binarized", "discrete", (1, 64, 64), 2, None, 100,
-        "64x64 canvases of two shipped MNIST digits, label = the number 0..99, dynamically binarized",
-        _always),
+    "multidigit-binarized": Entry(
+        _spec("multidigit-binarized", "discrete", (1, 64, 64), classes=2, labels=100, layout="image"),
+        "64x64 canvases of two shipped MNIST digits, label = the number 0..99, dynamically binarized", _always,
         _load_multidigit, ("size", "seed", "generator")),
-    "mixture-1d": Entry(DataSpec(
-        "mixture-1d", "continuous", (1,), None, None, None,
+    "mixture-1d": Entry(
+        _spec("mixture-1d", "continuous", (1,), layout="flat"),
         "1-D mixture of four Gaussians (means -0.75, -0.25, 0.25, 0.75; std 0.05), `size` draws (4,000)",
-        _always), _load_mixture, ("size", "seed")),
-    "mixture-2d": Entry(DataSpec(
-        "mixture-2d", "continuous", (2,), None, None, None,
+        _always, _load_mixture, ("size", "seed")),
+    "mixture-2d": Entry(
+        _spec("mixture-2d", "continuous", (2,), layout="flat"),
         "2-D mixture of eight Gaussians on a circle of radius 0.7 (std 0.05), `size` draws (4,000)",
-        _always), _load_mixture, ("size", "seed")),
-    "cifar10": Entry(DataSpec(
-        "cifar10", "discretized", (3, 32, 32), None, 256, 10,
+        _always, _load_mixture, ("size", "seed")),
+    "cifar10": Entry(
+        _spec("cifar10", "discretized", (3, 32, 32), bins=256, labels=10, layout="image"),
         "CIFAR-10 50,000 train / 10,000 test (binary version), 8-bit colour in `bins` bins (256 default)",
-        _cifar_offline), _load_cifar, ("bins", "download")),
-    "text8": Entry(DataSpec(
-        "text8", "discrete", (256,), 27, None, None,
+        _cifar_offline, _load_cifar, ("bins", "download")),
+    "text8": Entry(
+        _spec("text8", "discrete", (256,), classes=27, layout="sequence"),
         "text8 characters (a-z and space; 90M/5M/5M train/valid/test) in sequences of `seq_len` (256)",
-        _text8_offline), _load_text8, ("seq_len", "stride", "download"), ("train", "valid", "test")),
-    "array": Entry(DataSpec(
-        "array", "continuous", (), None, None, None,
+        _text8_offline, _load_text8, ("seq_len", "stride", "download"), ("train", "valid", "test")),
+    "array": Entry(
+        _spec("array", "continuous", ()),
         "your data, any kind: path= a .npy/.npz file or PNG folder, kind= its data type (90/10 split)",
-        _always), _load_array, ("path", "kind", "num_bins", "num_classes")),
+        _always, _load_array, ("path", "kind", "num_bins", "num_classes")),
 }
 
 
-def list_datasets() -> list[DataSpec]:
-    """The specs of every registered dataset (default options)."""
-    return [entry.spec for entry in REGISTRY.values()]
+def list_datasets() -> list[Entry]:
+    """Every registered dataset (spec with default options, description, offline availability)."""
+    return list(REGISTRY.values())
 
 
 def load_dataset(name: str, split: Literal["train", "test"] | str, *, root: str | None = None,

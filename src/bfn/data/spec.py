@@ -40,7 +40,7 @@ class DataSpec:
         if self.kind not in KINDS:
             raise ConfigError(f"unknown data kind {self.kind!r}; expected one of {', '.join(KINDS)}")
         object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
-        if not self.shape or any(s < 1 for s in self.shape):
+        if any(s < 1 for s in self.shape):
             raise ConfigError(f"a data shape needs positive sizes, got {self.shape}")
 
     @property

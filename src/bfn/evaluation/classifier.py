@@ -167,10 +167,10 @@ def _data_fingerprint(images: Tensor, labels: Tensor) -> str:
 def _save(model: MnistCNN, path: Path, metadata: dict[str, str]) -> None:
     from safetensors.torch import save_file
 
-    from bfn.models.hub import _atomic_write
+    from bfn.utils.io import atomic_write
 
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    _atomic_write(path, lambda tmp: save_file(state, tmp, metadata=metadata))
+    atomic_write(path, lambda tmp: save_file(state, tmp, metadata=metadata))
 
 
 def _load(path: Path, fingerprint: str) -> tuple[MnistCNN, dict[str, str]] | None:

@@ -13,53 +13,29 @@ same seed gives the same numbers. Any model with `nll(x, steps, generator=...) -
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from bfn.errors import ConfigError, DataError
+from bfn.models.base import GenerativeModel
+from bfn.utils.steps import Steps, parse_step_list
 
 LN2 = math.log(2.0)
 EVAL_NAME = "eval.json"
 
-Steps = int | str
 
 
 # --- arguments -------------------------------------------------------------------------------------------
-def parse_steps(steps: str | Steps | Iterable[Steps]) -> list[Steps]:
+def parse_steps(steps: Any) -> list[Steps]:
     """Step counts as a list of positive ints and "inf" (continuous time): "10,100,inf" or [10, "inf"]."""
-    items: Iterable[Any] = steps.split(",") if isinstance(steps, str) else (
-        [steps] if isinstance(steps, int | float) else steps)
-    out: list[Steps] = []
-    for raw in items:
-        item = raw.strip().lower() if isinstance(raw, str) else raw
-        if item in ("inf", "continuous", "infinity") or (isinstance(item, float) and math.isinf(item)):
-            value: Steps = "inf"
-        else:
-            try:
-                value = int(item)
-            except (TypeError, ValueError):
-                raise ConfigError(f"steps must be positive integers or 'inf', got {raw!r} (e.g. --steps 10,100,inf)"
-                                  ) from None
-            if isinstance(item, bool) or value <= 0 or (isinstance(item, float) and item != value):
-                raise ConfigError(f"steps must be positive integers or 'inf', got {raw!r}")
-        if value not in out:
-            out.append(value)
-    if not out:
-        raise ConfigError("give at least one step count, e.g. --steps 100,inf")
-    return out
-
-
-def bound_name(steps: Steps) -> str:
-    """The bound that `steps` evaluates, in the paper's symbols."""
-    return "L^inf + L^r" if steps == "inf" else f"L^{steps} + L^r"
+    return parse_step_list(steps)
 
 
 def derive_seed(seed: int, *keys: Any) -> int:
@@ -108,18 +84,10 @@ def num_dims(x: Tensor) -> int:
     return int(x[0].numel())
 
 
-def uniform_reference(model: nn.Module, dims: int) -> dict[str, Any] | None:
+def uniform_reference(model: Any, dims: int) -> dict[str, Any] | None:
     """-ln p(x) of the uniform distribution over the data's values, for context: dims ln K for K classes (784 ln 2
     = 543.4 nats for binarized MNIST) or K bins; None for continuous data (no finite reference)."""
-    info = getattr(model, "config", {}).get("data", {}) or {}
-    flow = getattr(model, "flow", None)
-    kind = info.get("kind") or getattr(flow, "kind", None)
-    if kind == "discrete":
-        k = info.get("num_classes") or getattr(flow, "num_classes", None)
-    elif kind == "discretized":
-        k = getattr(flow, "num_bins", None) or info.get("num_bins")
-    else:
-        return None
+    k = model.data.levels
     if not k:
         return None
     nats = dims * math.log(k)
@@ -127,22 +95,6 @@ def uniform_reference(model: nn.Module, dims: int) -> dict[str, Any] | None:
 
 
 # --- the estimate ---------------------------------------------------------------------------------------
-def _nll_fn(model: nn.Module) -> Callable[[Tensor, Steps, torch.Generator], Tensor]:
-    """model.nll with an explicit generator, or under a seeded global RNG if it takes none."""
-    takes_gen = "generator" in inspect.signature(model.nll).parameters
-
-    def fn(x: Tensor, steps: Steps, gen: torch.Generator) -> Tensor:
-        if takes_gen:
-            return model.nll(x, steps, generator=gen)
-        seed = int(torch.randint(0, 2**62, (), generator=gen, device=gen.device))
-        devices = [x.device] if x.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
-            return model.nll(x, steps)
-
-    return fn
-
-
 def summarize(per_example: Tensor, dims: int) -> dict[str, float | None]:
     """Mean over examples and its standard error, in nats/example, nats/dim and bits/dim (bits = nats / ln 2 /
     dims exactly); the errors are None for a single example."""
@@ -157,8 +109,8 @@ def summarize(per_example: Tensor, dims: int) -> dict[str, float | None]:
 
 
 @torch.no_grad()
-def evaluate_nll(model: nn.Module, data: Any, *, steps: str | Steps | Sequence[Steps] = ("inf",), repeats: int = 1,
-                 batch_size: int = 256, seed: int = 0, device: str | torch.device | None = None,
+def evaluate_nll(model: GenerativeModel, data: Any, *, steps: str | Steps | Sequence[Steps] = ("inf",),
+                 repeats: int = 1, batch_size: int = 256, seed: int = 0, device: str | torch.device | None = None,
                  limit: int | None = None, progress: bool = False, per_example: bool = False) -> dict[str, Any]:
     """Negative log-likelihood bounds of `model` on `data` for each step count (ints and/or "inf").
 
@@ -190,14 +142,13 @@ def evaluate_nll(model: nn.Module, data: Any, *, steps: str | Steps | Sequence[S
         raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
     if limit is not None and limit < 1:
         raise ConfigError(f"limit must be at least 1, got {limit}")
-    if not callable(getattr(model, "nll", None)):
-        raise ConfigError(f"{type(model).__name__} has no nll(x, steps) method; evaluate a BFN or DDPM model")
+    if model.capabilities.likelihood == "none":
+        raise ConfigError(f"a {model.family} model has no likelihood; evaluate its samples with --quality instead")
     if device is None:
         device = next(iter(model.parameters()), torch.empty(0)).device
     device = torch.device(device)
     was_training = model.training
     model.eval()
-    nll = _nll_fn(model)
     t0 = time.perf_counter()
     values = {s: [] for s in step_list}  # per step: R tensors [N]
     n_total = dims = 0
@@ -218,12 +169,13 @@ def evaluate_nll(model: nn.Module, data: Any, *, steps: str | Steps | Sequence[S
                 chunks = []
                 for start in range(0, n_total, batch_size):
                     xb = x_all[start:start + batch_size].to(device)
-                    chunks.append(nll(xb, s, gen).double().cpu())
+                    chunks.append(model.nll(xb, s, generator=gen).double().cpu())
                     if bar is not None:
                         bar.update(1)
                 out = torch.cat(chunks)
                 if not torch.isfinite(out).all():
-                    raise DataError(f"the {bound_name(s)} estimate is not finite for {int((~out.isfinite()).sum())} "
+                    bad = int((~out.isfinite()).sum())
+                    raise DataError(f"the {model.nll_name(s)} estimate is not finite for {bad} "
                                     "examples; check the model's weights (a diverged run?)")
                 values[s].append(out)
     finally:
@@ -233,7 +185,7 @@ def evaluate_nll(model: nn.Module, data: Any, *, steps: str | Steps | Sequence[S
     results: dict[str, Any] = {}
     for s in step_list:
         stacked = torch.stack(values[s])  # [R, N]
-        res = {"steps": s, "bound": bound_name(s)}
+        res = {"steps": s, "bound": model.nll_name(s), "kind": model.capabilities.likelihood}
         res.update(summarize(stacked.mean(0), dims))
         res["nats_per_repeat"] = [float(v) for v in stacked.mean(1)]
         if per_example:
@@ -262,7 +214,7 @@ def read_eval(run_dir: str | Path) -> dict[str, Any]:
 
 def write_eval(run_dir: str | Path, section: str, result: dict[str, Any]) -> Path:
     """Store `result` under `section` ("nll", "quality") of RUN/eval.json, keeping the other sections; atomic."""
-    from bfn.models.hub import atomic_write_text
+    from bfn.utils.io import atomic_write_text
 
     path = Path(run_dir) / EVAL_NAME
     data = read_eval(run_dir)

@@ -10,7 +10,8 @@ from typing import Any
 import torch
 
 from bfn.config import load_config
-from bfn.models.hub import atomic_write_text, from_pretrained
+from bfn.models.hub import from_pretrained
+from bfn.utils.io import atomic_write_text
 
 MIXTURE_1D_MEANS = (-0.75, -0.25, 0.25, 0.75)
 
@@ -37,7 +38,7 @@ def post_train_report(run_dir: str | Path, *, device: str = "cpu", seed: int = 0
         plot = save_sample_plot(x, run_dir / "samples.png", data=fresh,
                                 title=f"{x.shape[0]} samples ({cfg.sample.steps} steps) over fresh data")
         out.update({"W1 to fresh data": f"{metrics['wasserstein_1']:.4f}",
-                    "mode fractions": ", ".join(f"{f:.3f}" for f in metrics["mode_fractions"]),
+                    "mode fractions": ", ".join(f"{f:.3f}" for f in metrics["mode_fractions"]),  # type: ignore[attr-defined]
                     "histogram": str(plot), "metrics": str(run_dir / "eval_toy.json")})
     else:
         data = model.config["data"]

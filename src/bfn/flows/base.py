@@ -22,6 +22,9 @@ class BayesianFlow(ABC):
     input_features: int
     output_features: int
     kind: str
+    #: K of discrete data (classes) and of discretised data (bins); None where it does not apply
+    num_classes: int | None = None
+    num_bins: int | None = None
 
     # --- accuracy schedule -------------------------------------------------------------------------------
     @abstractmethod
@@ -77,6 +80,19 @@ class BayesianFlow(ABC):
     def reconstruction_loss(self, x: Tensor, p_out: Any) -> Tensor:
         """L^r(x) = -ln p_O(x | theta; 1) per example [B] (p_out computed at t = 1)."""
 
+    # --- the data this flow models -----------------------------------------------------------------------
+    def as_data(self, x: Tensor) -> Tensor:
+        """A validated batch in this flow's data dtype (float32 values; discrete flows: int64 classes)."""
+        return x.float()
+
+    def input_summary(self, theta: Any) -> Tensor:
+        """Per-variable summary of input parameters theta for pictures, [B, *S]: the input mean mu."""
+        return theta.mean.float()
+
+    def output_summary(self, p_out: Any) -> Tensor:
+        """Per-variable summary of p_O for pictures, [B, *S]: its mean (x-hat, k-hat)."""
+        return p_out.mean.float()
+
     # --- validation --------------------------------------------------------------------------------------
     @abstractmethod
     def validate(self, x: Tensor) -> None:
@@ -93,8 +109,3 @@ class BayesianFlow(ABC):
         if x.is_complex():
             raise DataError(f"data must be real numbers, got {x.dtype}")
 
-
-def check_times(t: Tensor, batch: int) -> None:
-    """Times must be a [B] tensor; a wrong shape is a programming error, not user input."""
-    if t.shape != (batch,):
-        raise ValueError(f"t must have shape ({batch},), got {tuple(t.shape)}")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -27,6 +25,8 @@ class DiscreteFlow(BayesianFlow):
     """
 
     kind = "discrete"
+
+    num_classes: int
 
     def __init__(self, *, num_classes: int = 2, beta_1: float = 3.0) -> None:
         if num_classes < 2:
@@ -120,6 +120,17 @@ class DiscreteFlow(BayesianFlow):
         """L^r(x) = -ln p_O(x | theta; 1) (§6.13)."""
         return -sum_except_batch(p_out.log_prob(x))
 
+    def as_data(self, x: Tensor) -> Tensor:
+        return x.long()
+
+    def input_summary(self, theta: Tensor) -> Tensor:
+        """The expected class index sum_k theta_k k under the input distribution (theta carried as logits)."""
+        return _expected_class(theta.float().softmax(-1))
+
+    def output_summary(self, p_out: Categorical) -> Tensor:
+        """The expected class index sum_k p_O(k) k."""
+        return _expected_class(p_out.probs.float())
+
     def validate(self, x: Tensor) -> None:
         self._validate_batch(x)
         if x.is_floating_point() and not torch.isfinite(x).all():
@@ -132,6 +143,7 @@ class DiscreteFlow(BayesianFlow):
                             f"got values in [{int(x.min())}, {int(x.max())}]")
 
 
-def uniform_nats(num_classes: int) -> float:
-    """ln K: the cost in nats of one variable under the uniform distribution."""
-    return math.log(num_classes)
+
+def _expected_class(probs: Tensor) -> Tensor:
+    k = torch.arange(probs.shape[-1], dtype=probs.dtype, device=probs.device)
+    return (probs * k).sum(-1)

@@ -25,6 +25,8 @@ class DiscretizedFlow(ContinuousFlow):
     input_features = 1
     output_features = 2
 
+    num_bins: int
+
     def __init__(self, *, num_bins: int = 16, sigma_1: float = 0.001, t_min: float = 1e-6) -> None:
         if num_bins < 2:
             raise ConfigError(f"num_bins must be at least 2, got {num_bins}")

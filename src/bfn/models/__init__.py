@@ -1,6 +1,8 @@
-"""Generative models with one interface: `loss(x) -> [B]`, `sample(n, steps, ...)`, `nll(x, steps) -> [B]`."""
+"""Generative models with one interface (`bfn.models.base.GenerativeModel`): BFN, DDPM and later families."""
 
+from bfn.models.base import Capabilities, GenerativeModel, SampleStep
 from bfn.models.bfn import BFN
-from bfn.models.hub import DataInfo, build_model, from_pretrained, save_pretrained
+from bfn.models.hub import build_model, from_pretrained, save_pretrained
 
-__all__ = ["BFN", "DataInfo", "build_model", "from_pretrained", "save_pretrained"]
+__all__ = ["BFN", "Capabilities", "GenerativeModel", "SampleStep", "build_model", "from_pretrained",
+           "save_pretrained"]

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from bfn.data.spec import DataSpec
 from bfn.errors import ConfigError
+from bfn.flows.base import BayesianFlow
 from bfn.models.validation import check_data_shape, check_labels
 
 #: what `nll` returns: a bound on -ln p(x) (BFN, DDPM, VAE ELBO/IWAE, dequantised flow), a stochastic estimate of
@@ -116,6 +117,10 @@ class GenerativeModel(nn.Module, ABC):
         """The neural networks inside the model (what `--compile` compiles); default: every direct child module."""
         return list(self.children())
 
+    def bayesian_flow(self) -> BayesianFlow | None:
+        """The Bayesian flow of a BFN (for pictures of the flow itself); None for other families."""
+        return None
+
     def compile_networks(self) -> None:
         """`torch.compile` each network in place (state-dict keys stay unchanged)."""
         for net in self.networks():
@@ -129,6 +134,10 @@ class GenerativeModel(nn.Module, ABC):
     def forward(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
         """What the trainer minimises (through DDP wrappers): `loss(x, cond=cond)`."""
         return self.loss(x, cond=cond)
+
+    def training_objective(self) -> str:
+        """What the logged training loss is, e.g. "L^inf (nats)" (reports label curves with it)."""
+        return "loss"
 
     # --- likelihood -----------------------------------------------------------------------------------------
     def nll_terms(self, x: Tensor, steps: int | str | None = None, *, cond: Tensor | None = None,

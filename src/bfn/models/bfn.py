@@ -3,24 +3,28 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
+from bfn.data.spec import DataSpec
 from bfn.errors import ConfigError
 from bfn.flows.base import BayesianFlow
+from bfn.models.base import Capabilities, FinalChoice, GenerativeModel, SampleCallback, SampleStep, progress_callback
 from bfn.models.layout import Layout, from_network, to_network
-from bfn.models.validation import check_data_shape, check_labels
-from bfn.samplers import Callback, get_sampler
-from bfn.samplers.base import FinalChoice, check_steps
+from bfn.models.validation import check_data_shape
+from bfn.samplers import SAMPLERS, StepInfo, get_sampler
+from bfn.samplers.base import check_steps
 from bfn.samplers.inpaint import InpaintMethod, check_observation, observed_output_fn
+from bfn.utils.steps import parse_steps
 from bfn.utils.tensors import rand
 
 LossChoice = int | Literal["continuous"]
 
 
-class BFN(nn.Module):
+class BFN(GenerativeModel):
     """A Bayesian Flow Network (Graves et al. 2023): `flow` supplies every formula, `network` maps what it sees
     of the input distribution and the time t to output parameters; see §3 for the general recipe.
 
@@ -31,22 +35,42 @@ class BFN(nn.Module):
         layout: how [B, *S, F] reaches the network ("image", "sequence" or "flat").
         num_labels: number of class labels for conditional models (None: unconditional).
         loss: the training loss `forward` computes: "continuous" (L^inf) or a step count n (L^n).
+        data: the full data description (built from the flow, `data_shape` and `num_labels` when not given).
     """
 
-    def __init__(self, network: nn.Module, flow: BayesianFlow, *, data_shape: tuple[int, ...],
-                 layout: Layout = "flat", num_labels: int | None = None, loss: LossChoice = "continuous") -> None:
+    family = "bfn"
+
+    def __init__(self, network: nn.Module, flow: BayesianFlow, *, data_shape: tuple[int, ...] | None = None,
+                 layout: Layout = "flat", num_labels: int | None = None, loss: LossChoice = "continuous",
+                 data: DataSpec | None = None) -> None:
         super().__init__()
         self.network = network
         self.flow = flow
-        self.data_shape = tuple(int(s) for s in data_shape)
+        if data is None:
+            if data_shape is None:
+                raise ConfigError("BFN needs data_shape (the shape of one example) or a DataSpec")
+            data = flow_data_spec(flow, tuple(data_shape), num_labels=num_labels, layout=layout)
+        self.data = data
+        self.data_shape = data.shape
         self.layout = layout
-        self.num_labels = num_labels
+        self._conditional = data.num_labels is not None
         self.train_loss: LossChoice = loss if loss == "continuous" else check_steps(int(loss))
         self.config: dict[str, Any] = {}  # filled by models.hub.build_model for save_pretrained
 
     @property
-    def device(self) -> torch.device:
-        return next(self.parameters()).device
+    def capabilities(self) -> Capabilities:
+        return Capabilities(likelihood="bound", conditional=self._conditional, guidance=self._conditional,
+                            inpainting=True, samplers=tuple(SAMPLERS), default_steps=100, nll_steps=True)
+
+    def networks(self) -> list[nn.Module]:
+        return [self.network]
+
+    def training_objective(self) -> str:
+        return "L^inf (nats)" if self.train_loss == "continuous" else f"L^{self.train_loss} (nats)"
+
+    def bayesian_flow(self) -> BayesianFlow:
+        """The flow (the BFN math of this data type), for pictures of the flow itself."""
+        return self.flow
 
     # --- the network through the flow -------------------------------------------------------------------
     def net_output(self, theta: Any, t: Tensor, cond: Tensor | None = None) -> Tensor:
@@ -76,20 +100,18 @@ class BFN(nn.Module):
         return self.flow.output_distribution(out, theta, t)
 
     # --- training and likelihood ------------------------------------------------------------------------
-    def forward(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
-        """The configured training loss per example, in nats, shape [B] (what the trainer minimises)."""
-        return self.loss(x, loss=self.train_loss, cond=cond)
-
     def check_batch(self, x: Tensor) -> Tensor:
         """Validate a data batch and return it in the flow's dtype (one-line DataError otherwise)."""
         check_data_shape(x, self.data_shape)
         self.flow.validate(x)
-        return x.long() if self.flow.kind == "discrete" else x.float()
+        return self.flow.as_data(x)
 
-    def loss(self, x: Tensor, *, loss: LossChoice = "continuous", cond: Tensor | None = None,
-             generator: torch.Generator | None = None) -> Tensor:
+    def loss(self, x: Tensor, *, cond: Tensor | None = None, generator: torch.Generator | None = None,
+             loss: LossChoice | None = None) -> Tensor:
         """Per-example training loss in nats, shape [B]: the continuous-time loss L^inf at t ~ U(0, 1), or
-        the n-step loss L^n at t = (i-1)/n with i ~ U{1..n} (Graves et al. 2023, §3.8 and §3.9)."""
+        the n-step loss L^n at t = (i-1)/n with i ~ U{1..n} (Graves et al. 2023, §3.8 and §3.9); `loss` defaults
+        to the training loss of the config."""
+        loss = self.train_loss if loss is None else loss
         x = self.check_batch(x)
         b = x.shape[0]
         if cond is not None:
@@ -121,61 +143,88 @@ class BFN(nn.Module):
             return self.flow.reconstruction_loss(x, self.flow.output_distribution(net_out, theta, t))
 
     @torch.no_grad()
-    def nll(self, x: Tensor, steps: int | float | str = "inf", *, cond: Tensor | None = None,
-            generator: torch.Generator | None = None) -> Tensor:
-        """One-sample estimate of the negative log-likelihood bound in nats per example, shape [B]:
-        L^n(x) + L^r(x) for n steps, or L^inf(x) + L^r(x) for steps = "inf" (Graves et al. 2023, §3.10)."""
-        cont = steps in ("inf", "continuous") or (isinstance(steps, float) and math.isinf(steps))
-        if isinstance(steps, str) and not cont:
-            if not (steps.isascii() and steps.isdecimal()):
-                raise ConfigError(f"steps must be a positive integer or 'inf', got {steps!r}")
-            steps = int(steps)
-        loss = "continuous" if cont else check_steps(steps)
-        return self.loss(x, loss=loss, cond=cond, generator=generator) + self.reconstruction_loss(
-            x, cond=cond, generator=generator)
+    def nll_terms(self, x: Tensor, steps: int | str | None = None, *, cond: Tensor | None = None,
+                  generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """One-sample estimates [B] of the terms of the bound on -ln p(x) in nats (Graves et al. 2023, §3.10):
+        {"L^n": n-step loss, "L^r": reconstruction loss}, or {"L^inf": ..., "L^r": ...} for steps "inf"/None."""
+        n = parse_steps(steps)
+        name = "L^inf" if n is None else f"L^{n}"
+        return {name: self.loss(x, loss="continuous" if n is None else n, cond=cond, generator=generator),
+                "L^r": self.reconstruction_loss(x, cond=cond, generator=generator)}
+
+    def nll_name(self, steps: int | str | None = None) -> str:
+        n = parse_steps(steps)
+        return f"L^{'inf' if n is None else n} + L^r"
 
     # --- sampling ---------------------------------------------------------------------------------------
     @torch.no_grad()
-    def sample(self, n: int, steps: int = 100, *, sampler: str = "paper", generator: torch.Generator | None = None,
-               callback: Callback | None = None, cond: Tensor | int | None = None, guidance: float | None = None,
+    def sample(self, n: int, steps: int | None = None, *, sampler: str | None = None,
+               generator: torch.Generator | None = None, callback: SampleCallback | None = None,
+               progress: bool = False, cond: Tensor | int | None = None, guidance: float | None = None,
                final: FinalChoice = "sample", inpaint: tuple[Tensor, Tensor] | None = None,
                inpaint_method: InpaintMethod = "exact") -> Tensor:
-        """Draw `n` samples with `steps` network evaluations (plus one for the final output distribution).
+        """Draw `n` samples with `steps` network evaluations (default 100; plus one for the final output
+        distribution) with the paper's sampler (Algorithms 3, 6, 9) or a fast solver (`bfn samplers`).
 
         Args:
             cond: class labels [n] (or one int for all) of a conditional model; guidance: the classifier-free
                 guidance scale w (0 or None: none; see `output_distribution`).
             inpaint: (known values, mask) of one example's shape or the batch's: condition on the variables
                 where mask is true (`bfn.samplers.inpaint`); they are returned unchanged.
-
             final: what the last step returns: "sample" (a draw from p_O, the paper), "mode" or "mean".
 
         Returns data-format samples [n, *data_shape]: class indices for discrete data, bin centres for
         discretised data. Exception: final="mean" on discrete data returns the expected one-hot vectors, i.e.
         the class probabilities, [n, *data_shape, K].
         """
-        if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
-            raise ConfigError(f"n (number of samples) must be a positive integer, got {n!r}")
-        check_steps(steps)
+        steps, name, labels = self.check_sample_args(n, steps, sampler, cond, guidance, inpaint)
+        assert steps is not None
         if guidance is not None and not math.isfinite(guidance):
             raise ConfigError(f"guidance must be a finite number, got {guidance}")
         device = self.device
-        if isinstance(cond, int):
-            cond = torch.full((n,), cond, device=device, dtype=torch.long)
-        if cond is not None:
-            cond = self.check_labels(cond, n)
-        fn = get_sampler(sampler)
+        fn = get_sampler(name)
 
-        def output_fn(theta: Any, t: Tensor) -> Any:
-            return self.output_distribution(theta, t, cond, guidance)
+        def plain_output(theta: Any, t: Tensor) -> Any:
+            return self.output_distribution(theta, t, labels, guidance)
+
+        output_fn: Callable[[Any, Tensor], Any] = plain_output
 
         if inpaint is not None:
             known, mask = check_observation(*inpaint, (n, *self.data_shape))
             known = self.check_batch(known.to(device))
             output_fn = observed_output_fn(output_fn, known, mask.to(device), inpaint_method)
-        return fn(self.flow, output_fn, (n, *self.data_shape), steps, generator=generator, callback=callback,
-                  device=device, final=final)
+        shown, close = progress_callback(callback, steps, progress)
+        try:
+            return fn(self.flow, output_fn, (n, *self.data_shape), steps, generator=generator,
+                      callback=None if shown is None else self._step_callback(shown), device=device, final=final)
+        finally:
+            close()
 
-    def check_labels(self, cond: Tensor, batch: int | None = None) -> Tensor:
-        """Validated labels [batch] as int64 (ConfigError otherwise)."""
-        return check_labels(cond, self.num_labels, batch)
+    def _step_callback(self, callback: SampleCallback) -> Any:
+        """A sampler callback that hands `callback` ready-to-show summaries of theta and p_O (`SampleStep`)."""
+
+        def wrapped(info: StepInfo) -> None:
+            callback(SampleStep(i=info.i, n=info.n, t=info.t, estimate=self.flow.input_summary(info.theta),
+                                prediction=self.flow.output_summary(info.output), state=info))
+
+        return wrapped
+
+
+
+def flow_data_spec(flow: BayesianFlow, shape: tuple[int, ...], *, num_labels: int | None = None, layout: str = "",
+                   name: str = "") -> DataSpec:
+    """The `DataSpec` of data of example shape `shape` under `flow` (its kind, classes or bins)."""
+    return DataSpec(kind=flow.kind, shape=shape, num_classes=flow.num_classes,  # type: ignore[arg-type]
+                    num_bins=flow.num_bins, num_labels=num_labels, layout=layout, name=name)
+
+
+def build(cfg: Any, data: DataSpec) -> BFN:
+    """A BFN for `data` from a model config (`bfn.config.ModelConfig`): its flow, network and loss choice."""
+    from bfn.models.hub import build_flow, default_network
+
+    flow = build_flow(cfg.flow, data)
+    layout, network = default_network(cfg, data, flow.input_features, flow.output_features)
+    loss = cfg.loss if cfg.loss == "continuous" else int(cfg.loss)
+    labels = data.num_labels if cfg.conditional else None
+    return BFN(network, flow, data=flow_data_spec(flow, data.shape, num_labels=labels, layout=layout, name=data.name),
+               layout=layout, num_labels=labels, loss=loss)

@@ -9,14 +9,13 @@ discretized bounds are bounds on -ln P(x) and directly comparable with a BFN's.
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
 from bfn.config import DDPMConfig
+from bfn.data.spec import DataSpec
 from bfn.diffusion.gaussian import (
     BinnedGaussian,
     BoundTerms,
@@ -26,29 +25,15 @@ from bfn.diffusion.gaussian import (
     variational_bound,
 )
 from bfn.errors import ConfigError, DataError
+from bfn.models.base import Capabilities, FinalChoice, GenerativeModel, SampleCallback, SampleStep, progress_callback
 from bfn.models.layout import Layout, from_network, to_network
-from bfn.models.validation import check_data_shape, check_labels
-from bfn.samplers.base import Callback, FinalChoice, StepInfo
+from bfn.models.validation import check_data_shape
+from bfn.samplers.base import StepInfo
 from bfn.samplers.ddpm import ancestral_sampler, ddim_sampler, ddpm_sampler_name
+from bfn.utils.steps import parse_steps
 from bfn.utils.tensors import rand, randn
 
 DataKind = Literal["continuous", "discretized", "discrete"]
-
-
-def ddpm_features(data: Any) -> tuple[int, int]:
-    """Features per variable (network input, network output) of a DDPM: one value x_t in, one eps out, whatever
-    the data kind (`data` is a `bfn.models.hub.DataInfo`)."""
-    if data.kind not in ("continuous", "discretized", "discrete"):
-        raise ConfigError(f"a DDPM cannot model {data.kind!r} data; use continuous, discretized or discrete data")
-    return 1, 1
-
-
-@dataclass
-class Shown:
-    """What the pictures read of a DDPM sampling step: per-variable values `mean` in the data's display units
-    (class index for discrete data, values in [-1, 1] otherwise), as `bfn.viz` reads BFN parameters."""
-
-    mean: Tensor
 
 
 def data_values(kind: str, *, num_classes: int | None = None, num_bins: int | None = None) -> Tensor | None:
@@ -68,7 +53,7 @@ def data_values(kind: str, *, num_classes: int | None = None, num_bins: int | No
     raise ConfigError(f"unknown data kind {kind!r}; expected continuous, discretized or discrete")
 
 
-class DDPM(nn.Module):
+class DDPM(GenerativeModel):
     """Denoising diffusion probabilistic model (Ho et al. 2020) with the interface of `bfn.models.BFN`.
 
     Args:
@@ -83,22 +68,25 @@ class DDPM(nn.Module):
         num_labels: number of class labels for conditional models (None: unconditional).
     """
 
+    family = "ddpm"
+
     def __init__(self, network: nn.Module, config: DDPMConfig | None = None, *, data_kind: DataKind,
                  data_shape: tuple[int, ...], num_bins: int | None = None, num_classes: int | None = None,
-                 layout: Layout = "flat", num_labels: int | None = None) -> None:
+                 layout: Layout = "flat", num_labels: int | None = None, name: str = "") -> None:
         super().__init__()
         cfg = config or DDPMConfig()
         self.network = network
         self.ddpm_config = cfg
         self.kind = data_kind
-        self.data_shape = tuple(int(s) for s in data_shape)
         self.layout = layout
-        self.num_labels = num_labels
         self.num_classes = (num_classes or 2) if data_kind == "discrete" else None
         self.num_bins = num_bins if data_kind == "discretized" else None
+        self.data = DataSpec(kind=data_kind, shape=tuple(data_shape), num_classes=self.num_classes,
+                             num_bins=self.num_bins, num_labels=num_labels, layout=layout, name=name)
+        self.data_shape = self.data.shape
         self.values = data_values(data_kind, num_classes=self.num_classes, num_bins=self.num_bins)
-        self.variance = getattr(cfg, "variance", "small")
-        self.clip_x0 = bool(getattr(cfg, "clip_x0", True)) and data_kind != "continuous"
+        self.variance: Literal["small", "large"] = cfg.variance
+        self.clip_x0 = bool(cfg.clip_x0) and data_kind != "continuous"
         self.diffusion = GaussianDiffusion.from_schedule(cfg.schedule, cfg.timesteps, beta_start=cfg.beta_start,
                                                          beta_end=cfg.beta_end)
         # replaced by models.hub.build_model with the full description for save_pretrained
@@ -106,8 +94,17 @@ class DDPM(nn.Module):
                                                 "num_classes": self.num_classes, "num_bins": self.num_bins}}
 
     @property
-    def device(self) -> torch.device:
-        return next(self.parameters()).device
+    def capabilities(self) -> Capabilities:
+        cond = self.data.num_labels is not None
+        return Capabilities(likelihood="bound", conditional=cond, guidance=cond, inpainting=False,
+                            samplers=("ancestral", "ddim"), default_steps=self.timesteps, max_steps=self.timesteps,
+                            nll_steps=True)
+
+    def networks(self) -> list[nn.Module]:
+        return [self.network]
+
+    def training_objective(self) -> str:
+        return "L_simple (eps MSE)"
 
     @property
     def timesteps(self) -> int:
@@ -118,6 +115,8 @@ class DDPM(nn.Module):
     def check_batch(self, x: Tensor) -> Tensor:
         """Validate a data batch (one-line DataError otherwise) and return it as values in [-1, 1], float32."""
         check_data_shape(x, self.data_shape)
+        if x.numel() and x.is_floating_point() and not torch.isfinite(x).all():
+            raise DataError("data contains NaN or Inf; clean the data")
         if self.kind == "discrete":
             if x.is_floating_point() and not torch.equal(x, x.round()):
                 raise DataError("discrete data must hold class indices (integers); got fractional values")
@@ -125,6 +124,7 @@ class DDPM(nn.Module):
             if x.numel() and (x.min() < 0 or x.max() >= k):
                 raise DataError(f"discrete data must hold class indices in 0..{k - 1}, got {int(x.min())}.."
                                 f"{int(x.max())}")
+            assert self.values is not None
             return self.values.to(device=x.device, dtype=torch.float32)[x.long()]
         if not x.is_floating_point():
             raise DataError(f"{self.kind} data must be floating point values in [-1, 1], got {x.dtype}")
@@ -175,21 +175,12 @@ class DDPM(nn.Module):
         x0 = process.x0_from_eps(x_t, i, self.eps(x_t, i, process, cond, guidance))
         return x0.clamp(-1, 1) if self.clip_x0 else x0
 
-    def process(self, steps: int | float | str | None = None) -> GaussianDiffusion:
+    def process(self, steps: int | str | None = None) -> GaussianDiffusion:
         """The T-step process, or respaced to `steps` < T latents; None, "inf" or steps >= T give all T."""
-        if steps is None or steps in ("inf", "continuous") or (isinstance(steps, float) and math.isinf(steps)):
-            return self.diffusion
-        if isinstance(steps, str) and steps.strip().isdigit():
-            steps = int(steps)
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ConfigError(f"steps must be a positive integer or 'inf', got {steps!r}")
-        return self.diffusion.respace(min(steps, self.timesteps))
+        n = parse_steps(steps)
+        return self.diffusion if n is None else self.diffusion.respace(min(n, self.timesteps))
 
     # --- training and likelihood ------------------------------------------------------------------------------
-    def forward(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
-        """L_simple per example, shape [B] (what the trainer minimises; a squared error, not nats)."""
-        return self.loss(x, cond=cond)
-
     def loss(self, x: Tensor, *, cond: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
         """L_simple = ||eps - eps_theta(sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps, t)||^2 summed over
         variables, t ~ U{1..T}, eps ~ N(0, I): Ho et al. 2020, eq. (14) and Algorithm 1; shape [B]."""
@@ -204,7 +195,7 @@ class DDPM(nn.Module):
             return l_simple(noise, eps)
 
     @torch.no_grad()
-    def bound_terms(self, x: Tensor, steps: int | float | str | None = "inf", *, cond: Tensor | None = None,
+    def bound_terms(self, x: Tensor, steps: int | str | None = None, *, cond: Tensor | None = None,
                     generator: torch.Generator | None = None) -> BoundTerms:
         """Prior, diffusion and decoder terms of the bound (Ho et al. 2020, eq. 5), each [B] nats; see `nll`."""
         x0 = self.check_batch(x)
@@ -218,18 +209,24 @@ class DDPM(nn.Module):
             return variational_bound(process, denoise, x0, values=self.values, index=self.value_index(x0),
                                      variance=self.variance, generator=generator)
 
-    @torch.no_grad()
-    def nll(self, x: Tensor, steps: int | float | str | None = "inf", *, cond: Tensor | None = None,
-            generator: torch.Generator | None = None) -> Tensor:
-        """One-sample estimate of the variational bound on -ln p(x) in nats per example, shape [B]
-        (Ho et al. 2020, eq. 5): L_T exactly, plus (S - 1) L_{i-1} at one i ~ U{2..S} (the Monte Carlo estimate
-        of the sum over all steps), plus the decoder term L_0 of eq. (13). Averaging repeats averages the estimate.
+    def nll_terms(self, x: Tensor, steps: int | str | None = None, *, cond: Tensor | None = None,
+                  generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """One-sample estimate of the variational bound on -ln p(x) in nats per example (Ho et al. 2020, eq. 5):
+        {"L_T": the prior term exactly, "L_diffusion": (S - 1) L_{i-1} at one i ~ U{2..S} (the Monte Carlo estimate
+        of the sum over all steps), "L_0": the decoder term of eq. (13)}. Averaging repeats averages the estimate.
 
         `steps`: "inf" (or None, or any count >= T) bounds the trained T-step model; a count S < T bounds the
         S-step model of the respaced process (Nichol & Dhariwal 2021, §4), which is the model that
         `sample(n, S, sampler="ancestral")` draws from, so bounds and samplers at S steps match, as for a BFN.
         """
-        return self.bound_terms(x, steps, cond=cond, generator=generator).total
+        terms = self.bound_terms(x, steps, cond=cond, generator=generator)
+        return {"L_T": terms.prior, "L_diffusion": terms.diffusion, "L_0": terms.decoder}
+
+    def nll_name(self, steps: int | str | None = None) -> str:
+        n = parse_steps(steps)
+        if n is None or n >= self.timesteps:
+            return f"VLB (T={self.timesteps})"
+        return f"VLB ({n}-step respaced)"
 
     # --- sampling ---------------------------------------------------------------------------------------------
     def decoder(self, x0_hat: Tensor, process: GaussianDiffusion) -> BinnedGaussian | None:
@@ -239,9 +236,10 @@ class DDPM(nn.Module):
         return BinnedGaussian(x0_hat, process.decoder_std(x0_hat), self.values.to(x0_hat))
 
     @torch.no_grad()
-    def sample(self, n: int, steps: int | None = None, *, sampler: str = "ancestral",
-               generator: torch.Generator | None = None, callback: Callback | None = None,
-               cond: Tensor | int | None = None, guidance: float | None = None, final: FinalChoice = "sample",
+    def sample(self, n: int, steps: int | None = None, *, sampler: str | None = None,
+               generator: torch.Generator | None = None, callback: SampleCallback | None = None,
+               progress: bool = False, cond: Tensor | int | None = None, guidance: float | None = None,
+               final: FinalChoice = "sample", inpaint: tuple[Tensor, Tensor] | None = None,
                eta: float = 0.0) -> Tensor:
         """Draw `n` samples with `steps` network evaluations (default and at most T).
 
@@ -252,29 +250,28 @@ class DDPM(nn.Module):
         data, as a BFN's). Returns data-format samples: class indices (int64) for discrete data, bin centres in
         [-1, 1] for discretized data, x0_hat for continuous data.
         """
-        if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
-            raise ConfigError(f"n (number of samples) must be a positive integer, got {n!r}")
         if final not in ("sample", "mode", "mean"):
             raise ConfigError(f"final must be 'sample', 'mode' or 'mean', got {final!r}")
-        name = ddpm_sampler_name(sampler)
-        process = self.process(self.timesteps if steps is None else _check_steps(steps, self.timesteps))
+        steps, name, labels = self.check_sample_args(n, steps, None if sampler is None else ddpm_sampler_name(sampler),
+                                                     cond, guidance, inpaint)
+        process = self.process(steps)
         device = self.device
-        if isinstance(cond, int):
-            cond = torch.full((n,), cond, device=device, dtype=torch.long)
-        if cond is not None:
-            self.check_labels(cond)
 
         def denoise(x_t: Tensor, i: Tensor) -> Tensor:
-            return self.denoise(x_t, i, process, cond, guidance)
+            return self.denoise(x_t, i, process, labels, guidance)
 
-        shown = None if callback is None else self._shown_callback(callback)
+        shown, close = progress_callback(callback, steps, progress)
+        step_cb = None if shown is None else self._step_callback(shown)
         shape = (n, *self.data_shape)
-        if name == "ancestral":
-            x0_hat = ancestral_sampler(process, denoise, shape, variance=self.variance, generator=generator,
-                                       callback=shown, device=device)
-        else:
-            x0_hat = ddim_sampler(process, denoise, shape, eta=eta, generator=generator, callback=shown,
-                                  device=device)
+        try:
+            if name == "ancestral":
+                x0_hat = ancestral_sampler(process, denoise, shape, variance=self.variance, generator=generator,
+                                           callback=step_cb, device=device)
+            else:
+                x0_hat = ddim_sampler(process, denoise, shape, eta=eta, generator=generator, callback=step_cb,
+                                      device=device)
+        finally:
+            close()
         decoder = self.decoder(x0_hat, process)
         if decoder is None:
             return x0_hat
@@ -282,23 +279,22 @@ class DDPM(nn.Module):
             return decoder.probs if self.kind == "discrete" else decoder.mean
         return self.to_data(decoder.mode if final == "mode" else decoder.sample(generator))
 
-    def _shown_callback(self, callback: Callback) -> Callback:
-        """Wrap a callback so that theta (x_t) and output (x0_hat) arrive as `Shown` values in display units."""
+    def _step_callback(self, callback: SampleCallback) -> Any:
+        """A sampler callback that hands `callback` x_t and x0_hat in display units (`SampleStep`)."""
 
         def wrapped(info: StepInfo) -> None:
-            callback(StepInfo(i=info.i, n=info.n, t=info.t, theta=Shown(self.display(info.theta)),
-                              output=Shown(self.display(info.output))))
+            callback(SampleStep(i=info.i, n=info.n, t=info.t, estimate=self.display(info.theta),
+                                prediction=self.display(info.output), state=info))
 
         return wrapped
 
-    def check_labels(self, cond: Tensor) -> None:
-        check_labels(cond, self.num_labels)
 
+def build(cfg: Any, data: DataSpec) -> DDPM:
+    """A DDPM for `data` from a model config (`bfn.config.ModelConfig`): one value x_t in, one eps out per variable,
+    whatever the data kind."""
+    from bfn.models.hub import default_network
 
-def _check_steps(steps: Any, timesteps: int) -> int:
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps <= 0:
-        raise ConfigError(f"steps must be a positive integer, got {steps!r}")
-    if steps > timesteps:
-        raise ConfigError(f"this DDPM was trained with T = {timesteps} steps; sample with at most {timesteps} "
-                          f"steps, got {steps}")
-    return steps
+    layout, network = default_network(cfg, data, 1, 1)
+    labels = data.num_labels if cfg.conditional else None
+    return DDPM(network, cfg.ddpm, data_kind=data.kind, num_bins=data.num_bins, num_classes=data.num_classes,
+                data_shape=data.shape, layout=layout, num_labels=labels, name=data.name)

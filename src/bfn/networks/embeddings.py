@@ -56,6 +56,8 @@ class FourierFeatures(nn.Module):
         self.register_buffer("frequencies", frequencies, persistent=False)
         self.features = features
 
+    frequencies: Tensor
+
     def forward(self, t: Tensor) -> Tensor:
         angles = t.float()[:, None] * self.frequencies[None, :]  # (B, features/2)
         return torch.cat([angles.sin(), angles.cos()], dim=1)  # (B, features)

@@ -40,7 +40,7 @@ class Siren(nn.Module):
         # the label embedding acts as a one-hot label input to the first layer, so it shares that layer's init
         self.label = nn.Embedding(num_classes + 1, hidden) if num_classes is not None else None
         with torch.no_grad():
-            self.layers[0].weight.uniform_(-1 / n_in, 1 / n_in)
+            self.layers[0].weight.uniform_(-1 / n_in, 1 / n_in)  # type: ignore[operator]
             if self.label is not None:
                 self.label.weight.uniform_(-1 / n_in, 1 / n_in)
             bound = math.sqrt(6 / hidden) / self.bandwidth

@@ -190,7 +190,7 @@ class UNet(nn.Module):
         self.conv_out = nn.Conv2d(ch, out_channels, 3, padding=1)
         # zero init: the network starts by predicting 0 everywhere (a neutral output for every flow)
         nn.init.zeros_(self.conv_out.weight)
-        nn.init.zeros_(self.conv_out.bias)
+        nn.init.zeros_(self.conv_out.bias)  # type: ignore[arg-type]
 
     def forward(self, x: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
         if x.ndim != 4 or x.shape[1] != self.in_channels:
@@ -206,7 +206,7 @@ class UNet(nn.Module):
         h = self.conv_in(x)
         skips = [h]
         for i, level in enumerate(self.down):
-            for res, attn in zip(level.res, level.attn, strict=True):
+            for res, attn in zip(level.res, level.attn, strict=True):  # type: ignore[arg-type]
                 h = attn(res(h, emb))
                 skips.append(h)
             if i < len(self.downsample):
@@ -216,7 +216,7 @@ class UNet(nn.Module):
         h = self.mid2(self.mid_attn(self.mid1(h, emb)), emb)
 
         for i, level in enumerate(self.up):
-            for res, attn in zip(level.res, level.attn, strict=True):
+            for res, attn in zip(level.res, level.attn, strict=True):  # type: ignore[arg-type]
                 h = attn(res(torch.cat([h, skips.pop()], dim=1), emb))  # (B, C + C_skip, H, W) -> (B, C, H, W)
             if i < len(self.upsample):
                 h = self.upsample[i](h)

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from bfn.errors import CheckpointError
-from bfn.models.hub import _atomic_write
+from bfn.utils.io import atomic_write
 
 STATE_NAME = "state.pt"
 #: entries every resume state has, and their types
@@ -74,7 +74,7 @@ def lock_run_dir(run_dir: Path) -> Iterator[None]:
 
 def save_state(run_dir: Path, state: dict[str, Any]) -> None:
     """torch.save to a temp file, fsync, rename: a kill at any moment leaves the previous state intact."""
-    _atomic_write(Path(run_dir) / STATE_NAME, lambda tmp: torch.save(state, tmp))
+    atomic_write(Path(run_dir) / STATE_NAME, lambda tmp: torch.save(state, tmp))
 
 
 def _first_line(err: BaseException) -> str:

@@ -12,7 +12,8 @@ def ema_model(model: nn.Module, decay: float) -> AveragedModel:
     weights are not frozen in (the warm-up of Tan & Le / k-diffusion's EMAWarmup, simplified)."""
 
     @torch.no_grad()
-    def update(ema_params: list[Tensor], params: list[Tensor], num_averaged: Tensor) -> None:
+    def update(ema_params: list[Tensor] | tuple[Tensor, ...], params: list[Tensor] | tuple[Tensor, ...],
+               num_averaged: Tensor | int) -> None:
         n = float(num_averaged)
         d = min(decay, (1 + n) / (10 + n))
         torch._foreach_lerp_(ema_params, params, 1 - d)

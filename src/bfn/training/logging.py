@@ -7,7 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from bfn.errors import ConfigError
-from bfn.models.hub import atomic_write_text
+from bfn.utils.io import atomic_write_text, read_metrics
+
+__all__ = ["MetricsLogger", "read_metrics"]
 
 
 class MetricsLogger:
@@ -49,14 +51,3 @@ class MetricsLogger:
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
-
-
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """All well-formed records of a metrics.jsonl file."""
-    out = []
-    for line in Path(path).read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return out

@@ -21,18 +21,16 @@ from bfn.viz.evolution import (
     save_evolution,
     save_trajectory_evolution,
 )
-from bfn.viz.grid import DataKind, data_kind, make_grid, save_model_grid, save_sample_grid, to_pil, to_unit_interval
+from bfn.viz.grid import make_grid, save_model_grid, save_sample_grid, to_pil, to_unit_interval
 from bfn.viz.guidance import guided_samples, save_guidance_grid
 from bfn.viz.plots import figure_to_image, save_sample_plot
 from bfn.viz.progress import save_progress
 from bfn.viz.trajectories import bayesian_flow_paths, flow_density, save_flow_density, save_flow_trajectories
 
 __all__ = [
-    "DataKind",
     "Trajectory",
     "bayesian_flow_paths",
     "chosen_steps",
-    "data_kind",
     "evolution_image",
     "evolution_plot",
     "figure_to_image",

@@ -7,10 +7,12 @@ from pathlib import Path
 from typing import Any
 
 from PIL import Image
-from torch import Tensor, nn
+from torch import Tensor
 
-from bfn.viz.evolution import DataKind, Trajectory, data_kind, final_display, record_sampling, toy_limits
-from bfn.viz.grid import caption_image, hstack, image_grid
+from bfn.data.spec import DataSpec
+from bfn.models.base import GenerativeModel
+from bfn.viz.evolution import Trajectory, final_display, record_sampling, toy_limits
+from bfn.viz.grid import caption_image, hstack, image_grid, to_unit
 
 
 def save_gif(frames: Sequence[Image.Image], path: str | Path, *, duration: int = 80, hold_last: int = 1000,
@@ -27,18 +29,18 @@ def save_gif(frames: Sequence[Image.Image], path: str | Path, *, duration: int =
     return path
 
 
-def image_frames(traj: Trajectory, info: DataKind, *, nrow: int | None = None, scale: int = 2) -> list[Image.Image]:
+def image_frames(traj: Trajectory, info: DataSpec, *, nrow: int | None = None, scale: int = 2) -> list[Image.Image]:
     """One frame per recorded step (input distribution | output prediction, with step and t), then one with the
     final samples."""
     inputs, outputs = traj.stacked()
     n_total = traj.total_steps or traj.step_ids[-1]
     frames = []
     for j, (i, t) in enumerate(zip(traj.step_ids, traj.times, strict=True)):
-        left = caption_image(image_grid(info.to_unit(inputs[j]), nrow=nrow, scale=scale), "input distribution")
-        right = caption_image(image_grid(info.to_unit(outputs[j]), nrow=nrow, scale=scale), "output prediction")
+        left = caption_image(image_grid(to_unit(info, inputs[j]), nrow=nrow, scale=scale), "input distribution")
+        right = caption_image(image_grid(to_unit(info, outputs[j]), nrow=nrow, scale=scale), "output prediction")
         frames.append(caption_image(hstack([left, right], gap=8), f"step {i}/{n_total}   t = {t:.3f}", top=True))
     if traj.final is not None:
-        left = caption_image(image_grid(info.to_unit(inputs[-1]), nrow=nrow, scale=scale), "input distribution")
+        left = caption_image(image_grid(to_unit(info, inputs[-1]), nrow=nrow, scale=scale), "input distribution")
         right = caption_image(image_grid(final_display(traj, info), nrow=nrow, scale=scale), "sample")
         frames.append(caption_image(hstack([left, right], gap=8), f"final sample   t = {1:.3f}", top=True))
     return same_size(frames)
@@ -84,7 +86,7 @@ def toy_frames(traj: Trajectory, *, data: Tensor | None = None, width: float = 7
     return frames
 
 
-def trajectory_frames(traj: Trajectory, info: DataKind, *, data: Tensor | None = None, nrow: int | None = None,
+def trajectory_frames(traj: Trajectory, info: DataSpec, *, data: Tensor | None = None, nrow: int | None = None,
                       scale: int = 2) -> list[Image.Image]:
     """Frames of a recorded trajectory: image grids for image-like data, plots for 1-D / 2-D toy data."""
     if info.image_like:
@@ -92,12 +94,12 @@ def trajectory_frames(traj: Trajectory, info: DataKind, *, data: Tensor | None =
     return toy_frames(traj, data=data)
 
 
-def save_sampling_gif(model: nn.Module, path: str | Path, *, n: int | None = None, steps: int = 100,
+def save_sampling_gif(model: GenerativeModel, path: str | Path, *, n: int | None = None, steps: int = 100,
                       k: int | None = None, seed: int = 0, scale: int = 2, data: Tensor | None = None,
                       duration: int = 80, **sample_kwargs: Any) -> Path:
     """Sample `n` examples (16 images or 1000 toy points by default) and write a GIF with a frame per step (or
     per each of k evenly spaced steps), in increasing t, plus a last frame with the samples: k + 1 frames."""
-    info = data_kind(model)
+    info = model.data
     n = n or (16 if info.image_like else 1000)
     traj = record_sampling(model, n, steps, k=k, seed=seed, **sample_kwargs)
     return save_gif(trajectory_frames(traj, info, data=data, scale=scale), path, duration=duration)

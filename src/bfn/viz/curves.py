@@ -14,7 +14,7 @@ def load_records(source: str | Path | Sequence[dict[str, Any]]) -> list[dict[str
     """Metric records from a list, a metrics.jsonl file or a run directory holding one."""
     if not isinstance(source, (str, Path)):
         return list(source)
-    from bfn.training.logging import read_metrics
+    from bfn.utils.io import read_metrics
 
     path = Path(source)
     if path.is_dir():

@@ -10,21 +10,20 @@ from typing import Any
 
 import torch
 from PIL import Image
-from torch import Tensor, nn
+from torch import Tensor
 
+from bfn.data.spec import DataSpec
 from bfn.errors import ConfigError
-from bfn.samplers.base import StepInfo
+from bfn.models.base import GenerativeModel, SampleStep
 from bfn.viz.grid import (
     CAPTION_HEIGHT,
-    DataKind,
     as_images,
-    data_kind,
     draw_text,
-    expected_class,
     hstack,
     make_grid,
     text_width,
     to_pil,
+    to_unit,
     widen,
 )
 
@@ -48,35 +47,16 @@ def chosen_steps(n: int, k: int | None) -> list[int]:
     return sorted({math.floor(1.5 + j * (n - 1) / (k - 1)) for j in range(k)})
 
 
-def input_value(theta: Any, kind: str) -> Tensor:
-    """Per-variable summary of input parameters theta: the input mean mu for continuous and discretised data,
-    the expected class index for discrete data (theta carried as logits [B, *S, K])."""
-    if isinstance(theta, Tensor):
-        return expected_class(theta.float().softmax(-1)) if kind == "discrete" else theta.float()
-    return theta.mean.float()
-
-
-def output_value(output: Any, kind: str) -> Tensor:
-    """Per-variable summary of the output distribution: its mean (x-hat, k-hat) or the expected class index."""
-    if isinstance(output, Tensor):
-        return output.float()
-    if kind == "discrete" and hasattr(output, "probs"):
-        return expected_class(output.probs.float())
-    return output.mean.float()
-
-
 class Trajectory:
-    """A sampler callback that keeps, at chosen steps, the input summary (`input_value`) and the output
-    prediction (`output_value`) of the first `keep` samples, on the CPU.
+    """A sampling callback that keeps, at chosen steps, the model's current estimate of x and its prediction
+    (`SampleStep.estimate` / `.prediction`, display units) of the first `keep` samples, on the CPU.
 
     Args:
-        kind: the data type ("continuous", "discretized" or "discrete").
         steps: the 1-based step indices to record (None: every step).
         keep: how many samples of the batch to keep (None: all).
     """
 
-    def __init__(self, kind: str, *, steps: Sequence[int] | None = None, keep: int | None = None) -> None:
-        self.kind = kind
+    def __init__(self, *, steps: Sequence[int] | None = None, keep: int | None = None) -> None:
         self.wanted = None if steps is None else set(int(s) for s in steps)
         self.keep = keep
         self.step_ids: list[int] = []
@@ -86,17 +66,17 @@ class Trajectory:
         self.total_steps: int | None = None
         self.final: Tensor | None = None
 
-    def __call__(self, info: StepInfo) -> None:
-        self.total_steps = info.n
-        if self.wanted is not None and info.i not in self.wanted:
+    def __call__(self, step: SampleStep) -> None:
+        self.total_steps = step.n
+        if self.wanted is not None and step.i not in self.wanted:
             return
-        if self.times and info.t <= self.times[-1]:
-            raise ValueError(f"sampler steps must come in increasing t; got t={info.t} after t={self.times[-1]}")
+        if self.times and step.t <= self.times[-1]:
+            raise ValueError(f"sampler steps must come in increasing t; got t={step.t} after t={self.times[-1]}")
         cut = slice(None, self.keep)
-        self.step_ids.append(info.i)
-        self.times.append(float(info.t))
-        self.inputs.append(input_value(info.theta, self.kind)[cut].detach().cpu())
-        self.outputs.append(output_value(info.output, self.kind)[cut].detach().cpu())
+        self.step_ids.append(step.i)
+        self.times.append(float(step.t))
+        self.inputs.append(step.estimate[cut].detach().float().cpu())
+        self.outputs.append(step.prediction[cut].detach().float().cpu())
 
     def __len__(self) -> int:
         return len(self.times)
@@ -108,25 +88,24 @@ class Trajectory:
         return torch.stack(self.inputs), torch.stack(self.outputs)
 
 
-def record_sampling(model: nn.Module, n: int, steps: int, *, k: int | None = None, keep: int | None = None,
+def record_sampling(model: GenerativeModel, n: int, steps: int, *, k: int | None = None, keep: int | None = None,
                     seed: int | None = 0, generator: torch.Generator | None = None, **sample_kwargs: Any
                     ) -> Trajectory:
     """Sample `n` examples with `steps` steps, recording k evenly spaced steps (every step when k is None);
     the returned samples are kept as `trajectory.final` (first `keep`). Extra arguments go to `model.sample`."""
-    info = data_kind(model)
-    traj = Trajectory(info.kind, steps=chosen_steps(steps, k), keep=keep)
+    traj = Trajectory(steps=chosen_steps(steps, k), keep=keep)
     if generator is None and seed is not None:
-        generator = torch.Generator(device=model.device if hasattr(model, "device") else "cpu").manual_seed(seed)
+        generator = torch.Generator(device=model.device).manual_seed(seed)
     x = model.sample(n, steps, generator=generator, callback=traj, **sample_kwargs)
     traj.final = x[slice(None, keep)].detach().cpu()
     return traj
 
 
-def final_display(traj: Trajectory, info: DataKind) -> Tensor:
+def final_display(traj: Trajectory, info: DataSpec) -> Tensor:
     """The recorded final samples as values in [0, 1] (data format: class indices or values in [-1, 1])."""
     if traj.final is None:
         raise ValueError("the trajectory has no final samples; record it with record_sampling")
-    return info.to_unit(traj.final.float())
+    return to_unit(info, traj.final.float())
 
 
 #: pixels (before scaling) around each cell of a strip
@@ -140,11 +119,11 @@ def strip_block(values: Tensor, *, scale: int, padding: int = CELL_PADDING) -> I
     return to_pil(make_grid(images, nrow=t, padding=padding), scale=scale)
 
 
-def evolution_image(traj: Trajectory, info: DataKind, *, scale: int = 2) -> Image.Image:
+def evolution_image(traj: Trajectory, info: DataSpec, *, scale: int = 2) -> Image.Image:
     """Evolution strip of image-like data: per sample a row of input summaries at the recorded steps, then the
     output predictions, then the final sample; a header gives t for each column. Small images are enlarged so
     that a cell is at least `MIN_CELL` pixels wide."""
-    inputs, outputs = (info.to_unit(v).transpose(0, 1) for v in traj.stacked())  # [N, T, *S]
+    inputs, outputs = (to_unit(info, v).transpose(0, 1) for v in traj.stacked())  # [N, T, *S]
     scale = max(scale, math.ceil(MIN_CELL / as_images(inputs[0]).shape[-1]))
     blocks = [strip_block(inputs, scale=scale), strip_block(outputs, scale=scale)]
     titles = ["input distribution", "output prediction"]
@@ -171,7 +150,7 @@ def evolution_image(traj: Trajectory, info: DataKind, *, scale: int = 2) -> Imag
     return out
 
 
-def evolution_plot(traj: Trajectory, info: DataKind, *, data: Tensor | None = None, width: float = 2.0,
+def evolution_plot(traj: Trajectory, info: DataSpec, *, data: Tensor | None = None, width: float = 2.0,
                    height: float = 2.0) -> Any:
     """Evolution of toy data (1-D histograms, 2-D scatter plots): a column per recorded step, the input means
     on the top row and the output predictions below (a matplotlib Figure)."""
@@ -207,18 +186,18 @@ def toy_limits(*values: Tensor | None, margin: float = 0.1, tail: float = 0.005)
     return lo - pad, hi + pad
 
 
-def save_evolution(model: nn.Module, path: str | Path, *, n: int | None = None, steps: int = 100, k: int = 10,
+def save_evolution(model: GenerativeModel, path: str | Path, *, n: int | None = None, steps: int = 100, k: int = 10,
                    seed: int = 0, scale: int = 2, data: Tensor | None = None, **sample_kwargs: Any) -> Path:
     """Sample `n` examples and write their evolution over k evenly spaced steps (first and last included):
     an image strip for image-like data (n = 4 by default), a grid of histograms / scatter plots for 1-D / 2-D toy
     data (n = 1000 by default; `data` drawn underneath)."""
-    info = data_kind(model)
+    info = model.data
     n = n or (4 if info.image_like else 1000)
     traj = record_sampling(model, n, steps, k=k, seed=seed, **sample_kwargs)
     return save_trajectory_evolution(traj, info, path, scale=scale, data=data)
 
 
-def save_trajectory_evolution(traj: Trajectory, info: DataKind, path: str | Path, *, scale: int = 2,
+def save_trajectory_evolution(traj: Trajectory, info: DataSpec, path: str | Path, *, scale: int = 2,
                               data: Tensor | None = None) -> Path:
     """Write the evolution strip (or toy-data plot) of a recorded trajectory."""
     path = Path(path)

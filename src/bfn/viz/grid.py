@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from PIL import Image, ImageDraw, ImageFont
-from torch import Tensor, nn
+from torch import Tensor
 
-from bfn.errors import ConfigError
+from bfn.data.spec import DataSpec
+from bfn.models.base import GenerativeModel
 
 #: height in pixels of one caption line drawn by `caption_image` and the strip/progress figures
 CAPTION_HEIGHT = 14
@@ -79,7 +79,7 @@ def to_pil(image: Tensor, *, scale: int = 1) -> Image.Image:
     arr = arr.permute(1, 2, 0) if arr.shape[0] == 3 else arr[0]
     pil = Image.fromarray(arr.cpu().numpy())
     if scale > 1:
-        pil = pil.resize((pil.width * scale, pil.height * scale), Image.NEAREST)
+        pil = pil.resize((pil.width * scale, pil.height * scale), Image.Resampling.NEAREST)
     return pil
 
 
@@ -99,7 +99,7 @@ def draw_text(image: Image.Image, xy: tuple[int, int], text: str, *, width: int 
     x, y = xy
     if width is not None:
         left, _, right, _ = draw.textbbox((0, 0), text, font=f)
-        x += max((width - (right - left)) // 2, 0)
+        x += int(max((width - (right - left)) // 2, 0))
     draw.text((x, y), text, fill=fill, font=f)
 
 
@@ -182,52 +182,27 @@ def save_sample_grid(x: Tensor, path: str | Path, *, kind: str, num_bins: int | 
 
 def save_png(image: Image.Image, path: str | Path) -> Path:
     """Write a Pillow image as PNG atomically (temp file + fsync + rename): a kill never leaves half a picture."""
-    from bfn.models.hub import atomic_write
+    from bfn.utils.io import atomic_write
 
     path = Path(path)
     atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
     return path
 
 
-@dataclass(frozen=True)
-class DataKind:
-    """What the pictures need to know of the data: its type, the shape of one example and K for discrete data."""
-
-    kind: str
-    shape: tuple[int, ...]
-    num_classes: int = 2
-
-    @property
-    def image_like(self) -> bool:
-        return is_image_like(self.shape, self.kind)
-
-    def to_unit(self, values: Tensor) -> Tensor:
-        """Recorded values (data units; expected class index for discrete data) -> [0, 1] for display."""
-        return to_unit_interval(values, self.kind, num_classes=self.num_classes)
+def to_unit(data: DataSpec, values: Tensor) -> Tensor:
+    """Recorded values of `data` (data units; the expected class index for discrete data) -> [0, 1] for display."""
+    return to_unit_interval(values, data.kind, num_classes=data.classes)
 
 
-def data_kind(model: nn.Module) -> DataKind:
-    """The `DataKind` of a model: from its flow and data shape, else from `model.config["data"]`."""
-    data = dict(getattr(model, "config", {}).get("data", {}) or {})
-    flow = getattr(model, "flow", None)
-    kind = getattr(flow, "kind", None) or data.get("kind")
-    shape = getattr(model, "data_shape", None) or data.get("shape")
-    if kind is None or shape is None:
-        raise ConfigError(f"cannot tell the data type of a {type(model).__name__}; give a BFN or a model loaded "
-                          "with bfn.models.from_pretrained")
-    k = getattr(flow, "num_classes", None) or data.get("num_classes") or 2
-    return DataKind(kind=str(kind), shape=tuple(int(s) for s in shape), num_classes=int(k))
-
-
-def save_model_grid(model: nn.Module, path: str | Path, *, n: int = 64, steps: int = 100, seed: int = 0,
+def save_model_grid(model: GenerativeModel, path: str | Path, *, n: int = 64, steps: int = 100, seed: int = 0,
                     probs: bool = False, data: Tensor | None = None, nrow: int | None = None, scale: int = 2,
                     **sample_kwargs: Any) -> Path:
     """Sample `n` examples and write them with `save_sample_grid`. With `probs`, show the output distribution at
     t = 1 instead of a draw from it (the expected class for discrete data, k-hat for discretised data)."""
-    info = data_kind(model)
-    gen = torch.Generator(device=getattr(model, "device", "cpu")).manual_seed(seed)
+    info = model.data
+    gen = torch.Generator(device=model.device).manual_seed(seed)
     final = sample_kwargs.pop("final", "sample")
     x = model.sample(n, steps, generator=gen, final="mean" if probs else final, **sample_kwargs)
     what = "output means" if probs else "samples"
-    return save_sample_grid(x, path, kind=info.kind, num_classes=info.num_classes, nrow=nrow, scale=scale,
+    return save_sample_grid(x, path, kind=info.kind, num_classes=info.classes, nrow=nrow, scale=scale,
                             data=data, title=f"{n} {what}, {steps} steps")

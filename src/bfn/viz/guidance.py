@@ -8,13 +8,12 @@ from typing import Any
 
 import torch
 from PIL import Image
-from torch import nn
 
 from bfn.errors import ConfigError
+from bfn.models.base import GenerativeModel
 from bfn.viz.grid import (
     CAPTION_HEIGHT,
     caption_image,
-    data_kind,
     draw_text,
     hstack,
     image_grid,
@@ -25,11 +24,11 @@ from bfn.viz.grid import (
 )
 
 
-def guided_samples(model: nn.Module, scales: Sequence[float], *, labels: Sequence[int] | None = None,
+def guided_samples(model: GenerativeModel, scales: Sequence[float], *, labels: Sequence[int] | None = None,
                    per_cell: int = 4, steps: int = 100, seed: int = 0, **sample_kwargs: Any) -> torch.Tensor:
     """Samples [len(scales), len(labels), per_cell, *S]: one batch per scale with the same seed, so that a column
     differs from the next only by w (with w = 0 the model's plain conditional sampler)."""
-    num_labels = getattr(model, "num_labels", None)
+    num_labels = model.num_labels
     if not num_labels:
         raise ConfigError("the guidance grid needs a class-conditional model (e.g. a run of mnist-discrete-cond)")
     labels = list(range(num_labels)) if labels is None else list(labels)
@@ -37,7 +36,7 @@ def guided_samples(model: nn.Module, scales: Sequence[float], *, labels: Sequenc
         raise ConfigError(f"labels must lie in 0..{num_labels - 1}, got {labels}")
     if per_cell <= 0:
         raise ConfigError(f"samples per cell must be positive, got {per_cell}")
-    device = getattr(model, "device", "cpu")
+    device = model.device
     cond = torch.tensor(labels, device=device).repeat_interleave(per_cell)
     out = []
     for w in scales:
@@ -65,14 +64,14 @@ def guidance_grid_image(samples: torch.Tensor, scales: Sequence[float], labels: 
     return out
 
 
-def save_guidance_grid(model: nn.Module, path: str | Path, *, scales: Sequence[float] = (0.0, 1.0, 2.0, 4.0),
+def save_guidance_grid(model: GenerativeModel, path: str | Path, *, scales: Sequence[float] = (0.0, 1.0, 2.0, 4.0),
                        labels: Sequence[int] | None = None, per_cell: int = 4, steps: int = 100, seed: int = 0,
                        **sample_kwargs: Any) -> Path:
     """Write the labels x guidance-scales picture of a class-conditional image model (BFN or DDPM)."""
-    info = data_kind(model)
+    info = model.data
     if not info.image_like:
         raise ConfigError("the guidance grid draws images; this model's data is not image-like")
-    labels = list(range(model.num_labels)) if labels is None and getattr(model, "num_labels", None) else labels
+    labels = list(range(model.num_labels)) if labels is None and model.num_labels else labels
     x = guided_samples(model, scales, labels=labels, per_cell=per_cell, steps=steps, seed=seed, **sample_kwargs)
-    image = guidance_grid_image(x, scales, labels or [], kind=info.kind, num_classes=info.num_classes)
+    image = guidance_grid_image(x, scales, labels or [], kind=info.kind, num_classes=info.classes)
     return save_png(image, path)

@@ -51,7 +51,8 @@ def progress_image(items: Sequence[tuple[int, Path]], *, ncols: int | None = Non
         with Image.open(path) as im:
             image = im.convert("RGB")
         if image.width > max_width:
-            image = image.resize((max_width, max(1, round(image.height * max_width / image.width))), Image.LANCZOS)
+            height = max(1, round(image.height * max_width / image.width))
+            image = image.resize((max_width, height), Image.Resampling.LANCZOS)
         cells.append(caption_image(image, f"step {step:,}"))
     ncols = ncols or min(len(cells), 5)
     rows = math.ceil(len(cells) / ncols)

@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from bfn.errors import ConfigError
-from bfn.viz.evolution import Trajectory, data_kind, record_sampling, toy_limits
+from bfn.flows.base import BayesianFlow
+from bfn.models.base import GenerativeModel
+from bfn.viz.evolution import Trajectory, record_sampling, toy_limits
 
 #: orders of magnitude of density shown below the maximum on the log colour scale
 DENSITY_DECADES = 4
@@ -105,25 +107,28 @@ def flow_figure(flow: Any, *, data: Tensor | None = None, paths: tuple[Tensor, T
     return fig
 
 
-def check_1d(model: nn.Module) -> None:
-    info = data_kind(model)
-    if info.kind == "discrete" or info.shape != (1,) or not hasattr(model.flow, "gamma"):
-        raise ConfigError(f"flow trajectories need 1-D continuous data; this model has {info.kind} data of shape "
-                          f"{info.shape}; use --evolution or --gif instead")
+def check_1d(model: GenerativeModel) -> BayesianFlow:
+    """The model's Bayesian flow, when it draws 1-D continuous data (one-line ConfigError otherwise)."""
+    info = model.data
+    flow = model.bayesian_flow()
+    if flow is None or info.kind == "discrete" or info.shape != (1,):
+        raise ConfigError(f"flow trajectories need a BFN on 1-D continuous data; this is a {model.family} model of "
+                          f"{info.kind} data of shape {info.shape}; use --evolution or --gif instead")
+    return flow
 
 
-def save_flow_trajectories(model: nn.Module, path: str | Path, *, data: Tensor | None = None, n: int = 1000,
+def save_flow_trajectories(model: GenerativeModel, path: str | Path, *, data: Tensor | None = None, n: int = 1000,
                            steps: int = 100, lines: int = 20, seed: int = 0, log: bool = True,
                            **sample_kwargs: Any) -> Path:
     """Sample `n` examples of 1-D data recording every step, and draw the input means of `lines` of them over
     the flow density of `data` (when given), with the sample histogram over the data histogram."""
     from bfn.viz.plots import save_figure
 
-    check_1d(model)
+    flow = check_1d(model)
     traj: Trajectory = record_sampling(model, n, steps, seed=seed, **sample_kwargs)
     inputs, _ = traj.stacked()  # [T, N, 1]
     times = torch.tensor(traj.times)
-    fig = flow_figure(model.flow, data=None if data is None else data.detach().cpu(),
+    fig = flow_figure(flow, data=None if data is None else data.detach().cpu(),
                       paths=(times, inputs[:, :lines, 0]), samples=traj.final, log=log,
                       title=f"{lines} of {n} samples, {steps} steps: input mean over t")
     return save_figure(fig, path)
