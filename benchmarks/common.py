@@ -324,10 +324,12 @@ def autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextMana
 
 def train_step(bench: Bench, *, bf16: bool = False, optimizer: dict[str, Any] | None = None,
                ema: bool = True) -> Callable[[], None]:
-    """One optimisation step exactly as `bfn.training.trainer.train` takes it, minus data loading and logging:
-    forward under autocast, loss per dimension, the finite check, backward, gradient clipping, AdamW, the LR
-    scheduler and the EMA update. `optimizer` adds keyword arguments to AdamW (e.g. foreach=True)."""
+    """One optimisation step exactly as `bfn.training.trainer.train` takes it (`bfn.training.trainer.train_step`),
+    minus data loading and logging: forward under autocast, loss per dimension, the finite check, backward,
+    gradient clipping, AdamW, the LR scheduler and the EMA update. `optimizer` adds keyword arguments to AdamW
+    (e.g. foreach=True)."""
     from bfn.training.ema import ema_model
+    from bfn.training.trainer import train_step as trainer_step
 
     tc = bench.cfg.train
     model, x, cond = bench.model, bench.x, bench.cond
@@ -336,23 +338,12 @@ def train_step(bench: Bench, *, bf16: bool = False, optimizer: dict[str, Any] | 
                             **(optimizer or {}))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
     averaged = ema_model(model, tc.ema_decay).to(x.device) if ema else None
-    dims = x[0].numel()
-    device = x.device
 
     def step() -> None:
-        with autocast(device, bf16):
-            per_example = model(x, cond=cond)
-        loss = per_example.mean() / dims
-        if not torch.isfinite(loss):
+        out = trainer_step(model, x, cond, opt, grad_clip=tc.grad_clip, autocast=lambda: autocast(x.device, bf16),
+                           scheduler=sched, ema=averaged)
+        if not out.finite:
             raise RuntimeError(f"{bench.preset}: non-finite loss in the benchmark")
-        loss.backward()
-        if tc.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        if averaged is not None:
-            averaged.update_parameters(model)
 
     return step
 

@@ -47,7 +47,7 @@ def test_report_renders_from_two_runs(runs, tmp_path):
     report = (out / "report.md").read_text()
     print(report)
     for needle in ("## Runs", "## Test-set likelihood", "## Sampling: time and quality", "![Samples](samples.png)",
-                   "![Evolution](evolution.png)", "![Training curves](curves.png)", "full T-step bound",
+                   "![Evolution](evolution.png)", "![Training curves](curves.png)", "VLB (T=20) (bound)",
                    "L^inf + L^r", "n/a: at most 20 steps"):
         assert needle in report, needle
     for name in ("samples.png", "evolution.png", "curves.png"):
@@ -101,9 +101,19 @@ def test_command_line(runs, tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out
     saved = json.loads((out / "compare.json").read_text())
     assert set(saved["runs"][1]["nll"]["results"]) == {"inf", "5"}
-    assert "5-step respaced bound" in (out / "report.md").read_text()
+    assert "VLB (5-step respaced)" in (out / "report.md").read_text()
     from bfn.errors import ConfigError
 
     bad = parser.parse_args(["compare", str(runs[0]), "--steps", "0"])
     with pytest.raises(ConfigError, match="--steps"):
         bad.func(bad)
+
+
+def test_runs_on_different_data_are_refused_in_one_line(runs, tmp_path):
+    from bfn.errors import ConfigError
+
+    other = tmp_path / "other"
+    make_run(other, "mnist-discretized", loss_per_dim=0.5)
+    with pytest.raises(ConfigError, match="different data") as err:
+        compare_runs([runs[0], other], tmp_path / "cmp", n=2)
+    assert "\n" not in str(err.value)
