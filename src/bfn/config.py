@@ -18,7 +18,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from bfn.errors import ConfigError
+from bfn.errors import ConfigError, first_line
 
 
 @dataclass
@@ -133,8 +133,7 @@ def _preset_text(name_or_path: str) -> str:
     except ConfigError:
         raise
     except (OSError, ValueError) as err:  # a name too long for the file system, an unreadable or binary file
-        text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ConfigError(f"cannot read config {name_or_path[:100]!r}: {text[:200]}; give a preset name or a "
+        raise ConfigError(f"cannot read config {name_or_path[:100]!r}: {first_line(err)}; give a preset name or a "
                           "readable UTF-8 .yaml file") from None
 
 
@@ -162,8 +161,7 @@ def _one_line(err: BaseException) -> str:
         mark = err.problem_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         return f"{err.problem}{where}"
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
+    return first_line(err, 1000)
 
 
 #: what OmegaConf raises on input it cannot parse or merge (YAML errors, and a few plain Python errors)

@@ -21,3 +21,10 @@ class CheckpointError(BFNError):
 
 class TrainingError(BFNError):
     """Training cannot continue (e.g. a non-finite loss)."""
+
+
+def first_line(err: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message (its type name when empty), cut to `limit` characters: how a
+    foreign error is quoted inside one of ours."""
+    text = str(err).strip()
+    return (text.splitlines()[0] if text else type(err).__name__)[:limit]

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from bfn.errors import BFNError, ConfigError
+from bfn.errors import BFNError, ConfigError, first_line
 from bfn.evaluation.markdown import render_markdown
 from bfn.evaluation.runs import Run, load_run, parameter_count, same_data, test_split, training_summary, unique_names
 from bfn.viz.compare import save_curves, save_evolutions, save_sample_grids
@@ -107,14 +107,9 @@ def sampling_results(run: Run, *, steps: Sequence[int] | None, n: int, batch_siz
 
                 entry["quality"] = sample_quality(samples, reference, classifier=classifier, seed=seed, device=device)
             except (ImportError, BFNError) as err:
-                entry["quality_note"] = f"skipped: {one_line(err)}"
+                entry["quality_note"] = f"skipped: {first_line(err)}"
         out[key] = entry
     return out, grids
-
-
-def one_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 def attempt(notes: list[str], what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -122,9 +117,9 @@ def attempt(notes: list[str], what: str, fn: Any, *args: Any, **kwargs: Any) -> 
     try:
         return fn(*args, **kwargs)
     except ImportError as err:
-        notes.append(f"{what}: skipped, module not available ({one_line(err)})")
+        notes.append(f"{what}: skipped, module not available ({first_line(err)})")
     except BFNError as err:
-        notes.append(f"{what}: skipped ({one_line(err)})")
+        notes.append(f"{what}: skipped ({first_line(err)})")
     return None
 
 

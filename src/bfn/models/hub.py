@@ -16,7 +16,7 @@ from torch import nn
 
 from bfn.config import FlowConfig, ModelConfig, from_dict
 from bfn.data.spec import DataSpec
-from bfn.errors import CheckpointError, ConfigError
+from bfn.errors import CheckpointError, ConfigError, first_line
 from bfn.flows import ContinuousFlow, DiscreteFlow, DiscretizedFlow
 from bfn.flows.base import BayesianFlow
 from bfn.models.base import GenerativeModel
@@ -133,7 +133,7 @@ def _build(cfg: ModelConfig, data: DataSpec, path: Path) -> GenerativeModel:
     try:
         return build_model(cfg, data)
     except (ConfigError, TypeError, ValueError, RuntimeError, OverflowError) as err:
-        first = str(err).strip().splitlines()[0][:150] if str(err).strip() else type(err).__name__
+        first = first_line(err, 150)
         raise CheckpointError(f"{path} describes a model that cannot be built ({first}); restore it or "
                               "retrain") from None
 
@@ -154,7 +154,7 @@ def _header(weights: Path) -> tuple[dict[str, tuple[int, ...]], dict[str, str]]:
         with safe_open(str(weights), framework="pt") as f:
             return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}, dict(f.metadata() or {})  # noqa: SIM118
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-        raise CheckpointError(f"{weights} is truncated or corrupt ({str(err).splitlines()[0][:120]}); "
+        raise CheckpointError(f"{weights} is truncated or corrupt ({first_line(err, 120)}); "
                               "restore it or retrain") from None
 
 
@@ -192,7 +192,7 @@ def from_pretrained(directory: str | os.PathLike, *, device: str | torch.device 
     try:
         state = load_file(str(weights), device="cpu")
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-        raise CheckpointError(f"{weights} is truncated or corrupt ({str(err).splitlines()[0][:120]}); "
+        raise CheckpointError(f"{weights} is truncated or corrupt ({first_line(err, 120)}); "
                               "restore it or retrain") from None
     digest = metadata.get(DIGEST_KEY)
     if digest is not None and digest != tensors_digest(state):

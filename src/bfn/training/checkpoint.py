@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from bfn.errors import CheckpointError
+from bfn.errors import CheckpointError, first_line
 from bfn.utils.io import atomic_write
 
 STATE_NAME = "state.pt"
@@ -77,11 +77,6 @@ def save_state(run_dir: Path, state: dict[str, Any]) -> None:
     atomic_write(Path(run_dir) / STATE_NAME, lambda tmp: torch.save(state, tmp))
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return (text.splitlines()[0] if text else type(err).__name__)[:120]
-
-
 def load_state(run_dir: Path) -> dict[str, Any]:
     """Load a resume state with `weights_only=True`: a file holding anything but tensors and plain containers
     (e.g. a planted pickle payload) is refused. The zip archive's CRC-32 checksums are verified first, so a
@@ -95,16 +90,16 @@ def load_state(run_dir: Path) -> dict[str, Any]:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             bad = archive.testzip()
     except Exception as err:  # any failure to parse these untrusted bytes means damage
-        raise CheckpointError(corrupt.format(f"not a valid torch archive: {_first_line(err)}")) from None
+        raise CheckpointError(corrupt.format(f"not a valid torch archive: {first_line(err, 120)}")) from None
     if bad is not None:
         raise CheckpointError(corrupt.format(f"checksum mismatch in {bad.split('/')[-1]}"))
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        raise CheckpointError(f"{path} holds objects that are not plain tensors ({_first_line(err)}); refusing to "
+        raise CheckpointError(f"{path} holds objects that are not plain tensors ({first_line(err, 120)}); refusing to "
                               "load it, since only files written by `bfn train` are trusted") from None
     except Exception as err:  # the unpickler raises many types on malformed input
-        raise CheckpointError(corrupt.format(_first_line(err))) from None
+        raise CheckpointError(corrupt.format(first_line(err, 120))) from None
     check_state(state, path)
     return state
 

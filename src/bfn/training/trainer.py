@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from bfn.config import RunConfig, TrainConfig, to_yaml
 from bfn.data.spec import DataSpec
-from bfn.errors import CheckpointError, ConfigError, TrainingError
+from bfn.errors import CheckpointError, ConfigError, TrainingError, first_line
 from bfn.models.base import GenerativeModel
 from bfn.models.hub import build_model, save_pretrained
 from bfn.training.batches import training_batches
@@ -174,7 +174,7 @@ class _Run:
             if torch.cuda.is_available() and "rng_cuda" in state:
                 torch.cuda.set_rng_state_all(state["rng_cuda"])
         except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as err:
-            first = str(err).strip().splitlines()[0][:100] if str(err).strip() else type(err).__name__
+            first = first_line(err, 100)
             raise CheckpointError(f"{self.state_file} does not match this config ({first}); resume with the run's "
                                   "own config.yaml") from None
         self.start_step = self.saved_step = int(state["step"])
