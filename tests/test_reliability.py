@@ -439,7 +439,7 @@ MISTAKES = [
     (["sample", "runs/nonexistent"], "does not exist or is not a folder"),
     (["sample", "corrupt"], "SHA-256 checksum"),
     (["sample", "good", "--steps", "0"], "steps must be a positive integer, got 0"),
-    (["sample", "good", "--sampler", "fast"], "unknown sampler 'fast'; choose one of"),
+    (["sample", "good", "--sampler", "fast"], "unknown sampler 'fast' for a bfn model; choose one of"),
     (["sample", "good", "--label", "3"], "this model is unconditional"),
 ]
 
