@@ -22,6 +22,7 @@ DEFAULT_NLL_STEPS = "10,100,inf"
 EPILOG = """examples:
   bfn eval runs/mnist-discrete --nll --steps 10,100,784,inf --repeats 4
   bfn eval runs/mnist-discrete --nll --limit 200                 # a quick look at the first 200 test images
+  bfn eval runs/mnist-discrete-paper --protocol paper --repeats 4 # the paper's L^784 + L^r, nats/image
   bfn eval runs/mnist-discrete --quality --n 1000 --steps 100
   bfn eval runs/mnist-discrete --nll --quality --sample-steps 50  # both, into the same eval.json
 """
@@ -40,7 +41,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("--steps", default=None,
                    help=f"--nll: step counts, comma separated, 'inf' = continuous time (default {DEFAULT_NLL_STEPS})"
                         "; --quality alone: sampling steps (default: the run's sample.steps)")
-    p.add_argument("--repeats", type=int, default=1, help="--nll: Monte Carlo repeats per test example (default 1)")
+    p.add_argument("--repeats", type=int, default=None,
+                   help="--nll: Monte Carlo repeats per test example (default 1; --protocol paper: the official count)")
+    p.add_argument("--protocol", choices=["paper"], default=None,
+                   help="--nll as the paper reports each benchmark: MNIST L^784 + L^r in nats/image, CIFAR-10 L^10 + "
+                        "L^r in bits/dim, text L^inf + L^r in bits/char (--repeats and --limit shorten it)")
     p.add_argument("--batch-size", type=int, default=256,
                    help="examples per forward pass and per sampling batch (default 256)")
     p.add_argument("--limit", type=int, default=None, help="use only the first N test examples (default: all)")
@@ -131,11 +136,13 @@ def run(args: argparse.Namespace) -> int:
     from bfn.utils.runtime import resolve_device
 
     run_dir = Path(args.run)
-    do_nll = args.nll or not args.quality
+    do_nll = args.nll or not args.quality or args.protocol is not None
     for flag in ("repeats", "batch_size", "limit", "n", "sample_steps"):
         value = getattr(args, flag)
         if value is not None and value <= 0:
             raise ConfigError(f"--{flag.replace('_', '-')} must be a positive integer, got {value}")
+    if args.protocol is not None and args.steps is not None:
+        raise ConfigError("--protocol paper chooses the bound itself; drop --steps (or drop --protocol)")
     nll_steps = parse_steps(args.steps or DEFAULT_NLL_STEPS) if do_nll else None
     sample_steps = args.sample_steps
     if args.quality and sample_steps is None and args.steps is not None and not do_nll:
@@ -157,16 +164,29 @@ def run(args: argparse.Namespace) -> int:
     progress = not args.no_progress
     context = {"run": str(run_dir), "model_step": model.config.get("step"), "dataset": cfg.data.name,
                "split": "test", "device": device}
+    protocol = None
+    if args.protocol is not None:
+        from bfn.evaluation.protocol import paper_protocol
+
+        protocol = paper_protocol(model.data)
+        nll_steps = [protocol.steps]
+    repeats = args.repeats or (protocol.repeats if protocol is not None else 1)
     if do_nll:
         assert nll_steps is not None
         print(f"evaluating the NLL of {run_dir} on {cfg.data.name} (test split), steps "
-              f"{', '.join(map(str, nll_steps))}, {args.repeats} repeat(s)")
-        result = evaluate_nll(model, test, steps=nll_steps, repeats=args.repeats, batch_size=args.batch_size,
+              f"{', '.join(map(str, nll_steps))}, {repeats} repeat(s)")
+        result = evaluate_nll(model, test, steps=nll_steps, repeats=repeats, batch_size=args.batch_size,
                               seed=args.seed, device=device, limit=args.limit, progress=progress)
         result = {**context, "limit": args.limit, **result}
         print(f"{result['n_examples']} test examples, {result['dims']} dims, {result['repeats']} repeat(s), "
               f"{result['wall_seconds']:.1f} s; ± is one standard error over examples")
         print(nll_table(result))
+        if protocol is not None:
+            from bfn.evaluation.protocol import headline
+
+            result["protocol"] = {"benchmark": protocol.benchmark, "unit": protocol.unit,
+                                  "paper_value": protocol.paper_value, "paper_source": protocol.paper_source}
+            print(headline(protocol, result))
         print(f"wrote {write_eval(run_dir, 'nll', result)}")
     if args.quality:
         from bfn.evaluation.quality import sample_quality
