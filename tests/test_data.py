@@ -24,7 +24,7 @@ from bfn.data.text8 import decode
 from bfn.data.toy import MIXTURE_1D, MIXTURE_2D, mixture_1d_log_prob, mixture_1d_sample
 from bfn.errors import DataError
 
-OFFLINE = ["mnist-binarized", "mnist-grey", "multidigit-binarized", "mixture-1d", "mixture-2d"]
+OFFLINE = ["mnist-binarized", "mnist-grey", "multidigit-binarized", "mixture-1d", "mixture-2d", "shakespeare"]
 
 
 @pytest.fixture(autouse=True)

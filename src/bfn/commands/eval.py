@@ -25,6 +25,7 @@ EPILOG = """examples:
   bfn eval runs/mnist-discrete-paper --protocol paper --repeats 4 # the paper's L^784 + L^r, nats/image
   bfn eval runs/mnist-discrete --quality --n 1000 --steps 100
   bfn eval runs/mnist-discrete --nll --quality --sample-steps 50  # both, into the same eval.json
+  bfn eval runs/shakespeare-discrete --nll --text --n 200         # bits/char and vocabulary scores of a text run
 """
 
 
@@ -38,6 +39,11 @@ def register(subparsers: Any) -> None:
     what.add_argument("--nll", action="store_true", help="negative log-likelihood bounds on the test split")
     what.add_argument("--quality", action="store_true",
                       help="FID/KID, precision/recall, density/coverage, label entropy (28x28 grey images)")
+    what.add_argument("--text", action="store_true",
+                      help="text runs: share of sampled words in the training vocabulary at --text-steps, with "
+                           "held-out text (ceiling) and unigram/bigram samples (floors)")
+    p.add_argument("--text-steps", default="10,20,50,100",
+                   help="--text: sampling step counts, comma separated (default 10,20,50,100)")
     p.add_argument("--steps", default=None,
                    help=f"--nll: step counts, comma separated, 'inf' = continuous time (default {DEFAULT_NLL_STEPS})"
                         "; --quality alone: sampling steps (default: the run's sample.steps)")
@@ -49,10 +55,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--batch-size", type=int, default=256,
                    help="examples per forward pass and per sampling batch (default 256)")
     p.add_argument("--limit", type=int, default=None, help="use only the first N test examples (default: all)")
-    p.add_argument("--n", type=int, default=1000, help="--quality: number of samples (default 1000)")
+    p.add_argument("--n", type=int, default=1000,
+                   help="--quality, --text: number of samples (per cell for --text; default 1000)")
     p.add_argument("--sample-steps", type=int, default=None,
                    help="--quality: sampling steps when --steps holds the NLL step counts")
-    p.add_argument("--sampler", default=None, help="--quality: sampler name (default: the run's sample.sampler)")
+    p.add_argument("--sampler", default=None,
+                   help="--quality: sampler name (default: the run's sample.sampler); --text: names, comma separated")
     p.add_argument("--final", default="sample", choices=["sample", "mode", "mean"],
                    help="--quality: what the last sampling step returns (default: sample, as in the paper)")
     p.add_argument("--seed", type=int, default=0, help="random seed; same seed, same numbers (default 0)")
@@ -63,6 +71,13 @@ def register(subparsers: Any) -> None:
 
 
 # --- pieces ---------------------------------------------------------------------------------------------
+def is_text_run(model: Any) -> bool:
+    """Whether the run models 27-symbol text (text8, shakespeare)."""
+    from bfn.data.text import data_is_text
+
+    return data_is_text(model.data)
+
+
 def quality_shape_check(model: Any) -> None:
 
     shape = model.data.shape
@@ -99,7 +114,8 @@ def _pm(value: float, se: float | None, digits: int) -> str:
 
 def nll_table(result: dict[str, Any]) -> str:
     """The NLL results as a fixed-width table."""
-    rows = [("bound", "nats/example", "nats/dim", "bits/dim")]
+    unit = result.get("unit", "dim")
+    rows = [("bound", "nats/example", f"nats/{unit}", f"bits/{unit}")]
     for res in result["results"].values():
         rows.append((res["bound"], _pm(res["nats"], res["nats_se"], 2), _pm(res["nats_per_dim"],
                      res["nats_per_dim_se"], 4), _pm(res["bits_per_dim"], res["bits_per_dim_se"], 4)))
@@ -107,6 +123,10 @@ def nll_table(result: dict[str, Any]) -> str:
     if uniform:
         rows.append((f"uniform over {uniform['values']} values", f"{uniform['nats']:.2f}",
                      f"{uniform['nats_per_dim']:.4f}", f"{uniform['bits_per_dim']:.4f}"))
+    for name, res in (result.get("ngram") or {}).items():
+        if isinstance(res, dict):
+            bits = _pm(res["bits_per_char"], res["bits_per_char_se"], 4)
+            rows.append((f"{name} model (fitted on train)", "", "", bits))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = []
     for row in rows:
@@ -136,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
     from bfn.utils.runtime import resolve_device
 
     run_dir = Path(args.run)
-    do_nll = args.nll or not args.quality or args.protocol is not None
+    do_nll = args.nll or not (args.quality or args.text) or args.protocol is not None
     for flag in ("repeats", "batch_size", "limit", "n", "sample_steps"):
         value = getattr(args, flag)
         if value is not None and value <= 0:
@@ -178,6 +198,12 @@ def run(args: argparse.Namespace) -> int:
         result = evaluate_nll(model, test, steps=nll_steps, repeats=repeats, batch_size=args.batch_size,
                               seed=args.seed, device=device, limit=args.limit, progress=progress)
         result = {**context, "limit": args.limit, **result}
+        if is_text_run(model):
+            from bfn.evaluation.text import ngram_baselines, split_ids, train_split
+
+            result["unit"] = "char"
+            result["ngram"] = ngram_baselines(split_ids(train_split(cfg)),
+                                              materialize(test, limit=args.limit, seed=args.seed))
         print(f"{result['n_examples']} test examples, {result['dims']} dims, {result['repeats']} repeat(s), "
               f"{result['wall_seconds']:.1f} s; ± is one standard error over examples")
         print(nll_table(result))
@@ -208,4 +234,24 @@ def run(args: argparse.Namespace) -> int:
               f"{100 * result.get('classifier', {}).get('test_accuracy', float('nan')):.1f}%)")
         print(quality_table(result))
         print(f"wrote {write_eval(run_dir, 'quality', result)}")
+    if args.text:
+        run_text(args, cfg, model, test, context, device)
     return 0
+
+
+def run_text(args: argparse.Namespace, cfg: Any, model: Any, test: Any, context: dict[str, Any], device: str) -> None:
+    """--text: vocabulary scores of samples against the training vocabulary, into RUN/eval.json "text"."""
+    from bfn.evaluation.nll import materialize, parse_steps, write_eval
+    from bfn.evaluation.text import split_ids, text_quality, text_quality_table, train_split
+
+    if not is_text_run(model):
+        raise ConfigError("--text needs a text run (discrete sequences over 27 symbols, e.g. shakespeare-discrete)")
+    steps = [s for s in parse_steps(args.text_steps) if s != "inf"]
+    samplers = [s.strip() for s in (args.sampler or cfg.sample.sampler).split(",") if s.strip()]
+    result = text_quality(model, split_ids(train_split(cfg)), materialize(test, seed=args.seed),
+                          steps=steps, samplers=samplers, n=args.n, seed=args.seed, batch_size=args.batch_size,
+                          final=args.final, progress=not args.no_progress)
+    print(f"{args.n} samples per cell, {result['seq_len']} characters each; vocabulary of the training split: "
+          f"{result['vocabulary_size']} words; ± is one standard error over sequences")
+    print(text_quality_table(result))
+    print(f"wrote {write_eval(Path(args.run), 'text', {**context, **result})}")

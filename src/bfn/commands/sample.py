@@ -16,6 +16,8 @@ EPILOG = """examples:
   bfn sample runs/mnist-discrete-cond --label 7 --guidance 2       # draw sevens
   bfn sample runs/mnist-discrete --inpaint digit.png --mask top    # complete the bottom half
   bfn sample runs/mnist-discrete --inpaint digit.png --mask mask.png   # white mask pixels are kept
+  bfn sample runs/shakespeare-discrete --n 5                       # text runs print and write a .txt file
+  bfn sample runs/shakespeare-discrete --prompt "to be or not to be"   # the model continues a fixed prefix
 """
 
 
@@ -45,9 +47,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--inpaint-method", default="exact", choices=list(INPAINT_METHODS),
                    help="exact: the network sees observed pixels at infinite accuracy (default); flow: they follow "
                         "the Bayesian flow of the observation (see bfn.samplers.inpaint)")
+    p.add_argument("--prompt", default=None,
+                   help="text runs: a fixed prefix (lowercased, non-letters become spaces); the model writes the rest")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or mps")
-    p.add_argument("--out", default=None, help="output PNG path (default: RUN/samples_<sampler>_<steps>.png)")
+    p.add_argument("--out", default=None,
+                   help="output PNG path, .txt for text runs (default: RUN/samples_<sampler>_<steps>.png or .txt)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the network first: minutes of compilation on a CPU, then faster steps; pays "
                         "off for long runs (see benchmarks/RESULTS.md)")
@@ -59,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
+    from bfn.data.text import data_is_text, text_observation
     from bfn.models import from_pretrained
     from bfn.utils.io import atomic_write
     from bfn.utils.runtime import resolve_device
@@ -85,13 +91,30 @@ def run(args: argparse.Namespace) -> int:
         kwargs["inpaint"] = load_observation(args.inpaint, args.mask, kind=data.kind, shape=data.shape,
                                              num_classes=data.num_classes, num_bins=data.num_bins)
         kwargs["inpaint_method"] = args.inpaint_method
+    text = data_is_text(data)
+    if text and args.final == "mean":
+        raise ConfigError("--final mean returns class probabilities, not text; use --final sample or mode")
+    if args.prompt is not None:
+        if not text or args.inpaint is not None:
+            raise ConfigError("--prompt needs a text run (27-symbol sequences) and no --inpaint")
+        kwargs["inpaint"] = text_observation(args.prompt, int(data.shape[0]))
+        kwargs["inpaint_method"] = args.inpaint_method
     gen = torch.Generator(device=device).manual_seed(args.seed)
     steps = args.steps if args.steps is not None else model.capabilities.default_steps
     sampler = args.sampler if args.sampler is not None else model.capabilities.default_sampler
     x = model.sample(args.n, steps, sampler=sampler, generator=gen, final=args.final, **kwargs)
     tag = "" if args.label is None else f"_label{args.label}_w{args.guidance:g}"
     tag += "" if args.inpaint is None else "_inpaint"
-    out = Path(args.out) if args.out else Path(args.run) / f"samples_{sampler}_{steps}{tag}.png"
+    tag += "" if args.prompt is None else "_prompt"
+    suffix = ".txt" if text else ".png"
+    out = Path(args.out) if args.out else Path(args.run) / f"samples_{sampler}_{steps}{tag}{suffix}"
+    if text:
+        from bfn.viz.text import write_text_samples
+
+        path = write_text_samples(x, out)
+        print(path.read_text(), end="")
+        print(f"wrote {path}")
+        return 0
     save_sample_grid(x, out, kind=data.kind, num_bins=data.num_bins, num_classes=data.classes)
     def write_npy(tmp: str) -> None:
         with open(tmp, "wb") as f:

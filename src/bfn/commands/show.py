@@ -28,7 +28,8 @@ FIGURES: dict[str, str] = {
 SAMPLING = ("grid", "evolution", "gif", "trajectories", "guidance")
 HELP = {
     "grid": "a grid of samples (histogram / scatter plot for 1-D / 2-D data)",
-    "evolution": "input distribution and output prediction of a few samples at --k steps",
+    "evolution": "input distribution and output prediction of a few samples at --k steps (text: the most probable "
+                 "characters, shaded by probability)",
     "gif": "animated GIF of the whole sampling run (a frame per step, at most --frames)",
     "trajectories": "1-D data: input-mean trajectories over the Bayesian flow density, with histograms",
     "progress": "the periodic sample grids of training (RUN/samples/) in one figure, captioned by step",
@@ -119,6 +120,7 @@ def make_figure(name: str, path: Path, *, run_dir: Path, model: Any, args: argpa
                 settings: dict[str, Any]) -> Path:
     """Draw one figure into `path`."""
     from bfn import viz
+    from bfn.data.text import data_is_text
 
     if name == "progress":
         return viz.save_progress(run_dir, path)
@@ -128,6 +130,13 @@ def make_figure(name: str, path: Path, *, run_dir: Path, model: Any, args: argpa
     sampler = args.sampler or settings["sampler"]
     kwargs: dict[str, Any] = {"sampler": sampler} if sampler else {}
     info = model.data
+    if name in ("evolution", "gif") and data_is_text(info):
+        from bfn.viz.text import save_text_evolution, save_text_gif
+
+        if name == "evolution":
+            return save_text_evolution(model, path, n=args.n, steps=steps, k=args.k, seed=args.seed, **kwargs)
+        k = None if steps <= args.frames else args.frames
+        return save_text_gif(model, path, n=args.n, steps=steps, k=k, seed=args.seed, **kwargs)
     data = None if info.image_like else toy_data(settings["data"], 2000, args.seed)
     if name == "grid":
         n = args.n or (64 if info.image_like else 1000)

@@ -57,6 +57,12 @@ def _text8_offline() -> bool:
     return text8_present()
 
 
+def _shakespeare_offline() -> bool:
+    from bfn.data.shakespeare import shakespeare_present
+
+    return shakespeare_present()
+
+
 def _bins(spec: DataSpec, opts: Opts) -> tuple[int, DataSpec]:
     from bfn.data.common import check_bins
 
@@ -110,6 +116,15 @@ def _load_text8(spec: DataSpec, split: str, root: str | None, opts: Opts) -> Loa
 
     seq_len = _positive_int(opts.get("seq_len", 256), "seq_len")
     dataset = Text8(read_text8(text8_file(root, opts.get("download")), split), seq_len, opts.get("stride"))
+    return dataset, replace(spec, shape=(seq_len,))
+
+
+def _load_shakespeare(spec: DataSpec, split: str, root: str | None, opts: Opts) -> Loaded:
+    from bfn.data.shakespeare import shakespeare_split
+    from bfn.data.text8 import Text8
+
+    seq_len = _positive_int(opts.get("seq_len", spec.shape[0]), "seq_len")
+    dataset = Text8(shakespeare_split(split), seq_len, opts.get("stride"))
     return dataset, replace(spec, shape=(seq_len,))
 
 
@@ -174,6 +189,11 @@ REGISTRY: dict[str, Entry] = {
         _spec("text8", "discrete", (256,), classes=27, layout="sequence"),
         "text8 characters (a-z and space; 90M/5M/5M train/valid/test) in sequences of `seq_len` (256)",
         _text8_offline, _load_text8, ("seq_len", "stride", "download"), ("train", "valid", "test")),
+    "shakespeare": Entry(
+        _spec("shakespeare", "discrete", (128,), classes=27, layout="sequence"),
+        "Shakespeare's works shipped with bfn in text8's 27 symbols, split by work (3.9M/0.35M/0.47M chars), "
+        "sequences of `seq_len` (128)", _shakespeare_offline,
+        _load_shakespeare, ("seq_len", "stride"), ("train", "valid", "test")),
     "array": Entry(
         _spec("array", "continuous", ()),
         "your data, any kind: path= a .npy/.npz file or PNG folder, kind= its data type (90/10 split)",

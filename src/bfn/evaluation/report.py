@@ -18,6 +18,7 @@ MIXTURE_1D_MEANS = (-0.75, -0.25, 0.25, 0.75)
 
 def post_train_report(run_dir: str | Path, *, device: str = "cpu", seed: int = 0) -> dict[str, Any]:
     """Sample `sample.n` examples with `sample.steps` steps and write a picture (and toy metrics) into run_dir."""
+    from bfn.data.text import data_is_text
     from bfn.viz.grid import save_sample_grid
     from bfn.viz.plots import save_sample_plot
 
@@ -40,6 +41,11 @@ def post_train_report(run_dir: str | Path, *, device: str = "cpu", seed: int = 0
         out.update({"W1 to fresh data": f"{metrics['wasserstein_1']:.4f}",
                     "mode fractions": ", ".join(f"{f:.3f}" for f in metrics["mode_fractions"]),  # type: ignore[attr-defined]
                     "histogram": str(plot), "metrics": str(run_dir / "eval_toy.json")})
+    elif data_is_text(model.data):
+        from bfn.viz.text import write_text_samples
+
+        path = write_text_samples(x, run_dir / "samples.txt")
+        out["samples"] = f"{path}\n" + path.read_text().rstrip("\n")
     else:
         data = model.config["data"]
         path = save_sample_grid(x, run_dir / "samples.png", kind=data["kind"], num_classes=data["num_classes"] or 2)

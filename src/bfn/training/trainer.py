@@ -315,6 +315,7 @@ def _last_logged_loss(run_dir: Path) -> float:
 def _save_samples(model: GenerativeModel, spec: DataSpec, path: Path, tc: TrainConfig) -> None:
     """A grid of EMA samples with a fixed generator, so grids of successive steps are comparable; a conditional
     model draws labels 0, 1, ..., L-1, 0, 1, ... in order."""
+    from bfn.data.text import data_is_text
     from bfn.viz.grid import save_sample_grid
 
     was_training = model.training
@@ -327,4 +328,9 @@ def _save_samples(model: GenerativeModel, spec: DataSpec, path: Path, tc: TrainC
     with torch.no_grad():
         x = model.sample(tc.sample_n, steps, generator=gen, cond=cond)
     model.train(was_training)
+    if data_is_text(spec):  # text: the samples as lines of a .txt file
+        from bfn.viz.text import write_text_samples
+
+        write_text_samples(x, path.with_suffix(".txt"))
+        return
     save_sample_grid(x, path, kind=spec.kind, num_bins=spec.num_bins, num_classes=spec.num_classes or 2)
