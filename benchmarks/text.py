@@ -150,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             res = text_quality(model, train_ids, test, steps=[nfe - 1], samplers=[sampler], n=args.n,
                                seed=args.seed, batch_size=args.batch_size)
-            entry["reference"] = res["reference"]
+            if args.n >= entry.get("reference_n", 0):  # keep the references of the largest n
+                entry["reference"], entry["reference_n"] = res["reference"], args.n
             entry["vocabulary_size"] = res["vocabulary_size"]
             cell[str(nfe)] = {"n": args.n, "steps": nfe - 1, "seconds": time.perf_counter() - t0,
                               **res["model"][sampler][str(nfe - 1)]}

@@ -109,8 +109,8 @@ def test_the_shipped_corpus_is_split_by_work_and_loads_offline():
     assert test.max() <= 26 and not np.any((test[1:] == 0) & (test[:-1] == 0))  # no double spaces
     start = dict(shakespeare_works("test"))["hamlet"]
     assert decode_batch(test[None, start:start + 40])[0] == "act i scene i elsinore a platform before"
-    spec = {s.name: s for s in list_datasets()}["shakespeare"]
-    assert spec.offline() and spec.num_classes == 27
+    entry = {e.spec.name: e for e in list_datasets()}["shakespeare"]
+    assert entry.offline() and entry.spec.num_classes == 27 and entry.spec.layout == "sequence"
     data, spec = load_dataset("shakespeare", "valid", seq_len=32)
     assert spec.shape == (32,) and len(data) == len(shakespeare_split("valid")) // 32
     x, label = data[0]

@@ -176,7 +176,8 @@ def run(args: argparse.Namespace) -> int:
 
     if not run_dir.is_dir():
         raise CheckpointError(f"{run_dir} is not a directory; give a run directory written by `bfn train`")
-    loaded = load_run(run_dir, device=device, sampler=args.sampler)
+    one_sampler = args.sampler if args.sampler and "," not in args.sampler else None  # --text takes a list
+    loaded = load_run(run_dir, device=device, sampler=one_sampler)
     cfg, model = loaded.cfg, loaded.model
     if args.quality:
         quality_shape_check(model)
@@ -246,7 +247,7 @@ def run_text(args: argparse.Namespace, cfg: Any, model: Any, test: Any, context:
 
     if not is_text_run(model):
         raise ConfigError("--text needs a text run (discrete sequences over 27 symbols, e.g. shakespeare-discrete)")
-    steps = [s for s in parse_steps(args.text_steps) if s != "inf"]
+    steps = [int(s) for s in parse_steps(args.text_steps) if s != "inf"]
     samplers = [s.strip() for s in (args.sampler or cfg.sample.sampler).split(",") if s.strip()]
     result = text_quality(model, split_ids(train_split(cfg)), materialize(test, seed=args.seed),
                           steps=steps, samplers=samplers, n=args.n, seed=args.seed, batch_size=args.batch_size,

@@ -11,10 +11,10 @@ from typing import Any
 
 import torch
 from PIL import Image, ImageDraw
-from torch import Tensor, nn
+from torch import Tensor
 
 from bfn.data.text import ALPHABET, decode_batch
-from bfn.models.base import SampleStep
+from bfn.models.base import GenerativeModel, SampleStep
 from bfn.viz.animate import save_gif
 from bfn.viz.evolution import chosen_steps
 from bfn.viz.grid import font
@@ -61,7 +61,7 @@ class TextTrajectory:
         self.probs.append(top)
 
 
-def record_text_sampling(model: nn.Module, n: int, steps: int, *, k: int | None = 10, seed: int = 0,
+def record_text_sampling(model: GenerativeModel, n: int, steps: int, *, k: int | None = 10, seed: int = 0,
                          keep: int | None = None, **sample_kwargs: Any) -> TextTrajectory:
     """Sample n sequences and record `TextTrajectory` at k evenly spaced steps (None: every step)."""
     traj = TextTrajectory(steps=None if k is None else set(chosen_steps(steps, k)), keep=keep)
@@ -114,8 +114,8 @@ def evolution_image(traj: TextTrajectory, sample: int = 0, *, wrap: int = WRAP) 
     return render_rows(rows, wrap=wrap)
 
 
-def save_text_evolution(model: nn.Module, path: str | Path, *, n: int | None = None, steps: int = 100, k: int = 10,
-                        seed: int = 0, wrap: int = WRAP, **sample_kwargs: Any) -> Path:
+def save_text_evolution(model: GenerativeModel, path: str | Path, *, n: int | None = None, steps: int = 100,
+                        k: int = 10, seed: int = 0, wrap: int = WRAP, **sample_kwargs: Any) -> Path:
     """PNG of how the characters of `n` samples (default 2) settle: each sample's most probable characters at k
     steps, shaded by probability, stacked vertically; returns the path."""
     n = n or 2
@@ -132,7 +132,7 @@ def save_text_evolution(model: nn.Module, path: str | Path, *, n: int | None = N
     return path
 
 
-def save_text_gif(model: nn.Module, path: str | Path, *, n: int | None = None, steps: int = 100,
+def save_text_gif(model: GenerativeModel, path: str | Path, *, n: int | None = None, steps: int = 100,
                   k: int | None = None, seed: int = 0, wrap: int = WRAP, duration: int = 80,
                   **sample_kwargs: Any) -> Path:
     """Animated GIF: one frame per recorded step (every step, or k of them) showing `n` samples (default 8) as
