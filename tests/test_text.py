@@ -2,6 +2,7 @@
 hand-made strings, prompts as inpainting observations, and a K = 27 model that trains, samples and is shown."""
 
 import importlib.util
+import json
 import math
 from pathlib import Path
 
@@ -210,6 +211,15 @@ def test_text_runs_from_the_cli_print_show_and_evaluate_text(tmp_path, capsys):
                  "--text-steps", "2,3", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "bits/char" in out and "unigram model" in out and "held-out text" in out
+    from benchmarks.text import main as text_benchmark
+
+    assert text_benchmark([str(run), "--n", "4", "--nfe", "3", "--samplers", "paper,sde2", "--nll-steps", "inf",
+                           "--nll-limit", "8", "--out", str(tmp_path / "b")]) == 0
+    entry = json.loads((tmp_path / "b" / "text.json").read_text())["shakespeare-discrete"]
+    assert entry["model_step"] == 3 and set(entry["vocab"]) == {"paper", "sde2"}
+    score = entry["vocab"]["sde2"]["3"]["score"]  # NaN when 4 samples of 16 characters hold no interior word
+    assert entry["vocab"]["paper"]["3"]["steps"] == 2 and (math.isnan(score) or 0 <= score <= 1)
+    assert "held-out text" in entry["reference"] and entry["nll"]["ngram"]["bigram"]["bits_per_char"] > 0
 
 
 def test_the_bound_of_the_best_context_free_network_is_the_unigram_cross_entropy():
