@@ -19,8 +19,8 @@ from bfn import viz
 from bfn.errors import ConfigError, DataError
 from bfn.flows import ContinuousFlow, DiscreteFlow, DiscretizedFlow
 from bfn.models import BFN
+from bfn.models.base import SampleStep
 from bfn.samplers import SAMPLERS
-from bfn.samplers.base import StepInfo
 from bfn.viz.evolution import BLOCK_GAP, CELL_PADDING, MIN_CELL
 from bfn.viz.grid import CAPTION_HEIGHT, text_width
 from bfn.viz.plots import DPI
@@ -132,12 +132,11 @@ def test_every_sampler_reports_steps_in_increasing_t(sampler):
 
 
 def test_trajectory_refuses_decreasing_time():
-    traj = viz.Trajectory("continuous")
-    theta = ContinuousFlow().prior((2, 1))
-    out = torch.zeros(2, 1)
-    traj(StepInfo(i=2, n=4, t=0.25, theta=theta, output=out))
+    traj = viz.Trajectory()
+    x = torch.zeros(2, 1)
+    traj(SampleStep(i=2, n=4, t=0.25, estimate=x, prediction=x))
     with pytest.raises(ValueError, match="increasing t"):
-        traj(StepInfo(i=1, n=4, t=0.0, theta=theta, output=out))
+        traj(SampleStep(i=1, n=4, t=0.0, estimate=x, prediction=x))
 
 
 def test_evolution_for_every_data_type(case, tmp_path):
