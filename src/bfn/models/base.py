@@ -198,8 +198,7 @@ class GenerativeModel(nn.Module, ABC):
         labels = None
         if cond is not None:
             if not caps.conditional:
-                raise ConfigError("labels were given but the model is unconditional; drop --label or train a "
-                                  "conditional preset")
+                raise ConfigError("this model is unconditional; drop the label (train a -cond preset for labels)")
             if isinstance(cond, int) and not isinstance(cond, bool):
                 cond = torch.full((n,), cond, dtype=torch.long)
             labels = self.check_labels(torch.as_tensor(cond), n).to(self.device)
