@@ -31,6 +31,8 @@ class FlowConfig:
     num_bins: int = 0
     num_classes: int = 0
     t_min: float = 1e-6
+    official: bool = False  # the official BFN code's numerical guards (bfn.flows: DiscretizedFlow, ContinuousFlow)
+    recon_std: float = 0.0  # continuous flow on binned data: std of the discretised L^r Gaussian (0: sigma_1)
 
 
 @dataclass
@@ -86,6 +88,8 @@ class TrainConfig:
     warmup_steps: int = 100
     grad_clip: float = 1.0
     ema_decay: float = 0.999
+    ema_warmup: bool = True  # EMA decay min(decay, (1+n)/(10+n)); false: the plain decay from step 1 (official)
+    decay_vectors: bool = True  # weight decay on biases and norm scales too; false: on matrices/kernels only
     precision: Literal["no", "bf16", "fp16"] = "no"
     seed: int = 0
     log_every: int = 50
@@ -238,6 +242,8 @@ def validate(cfg: RunConfig) -> None:
     _check(0 < f.sigma_1 < 1, "model.flow.sigma_1", "in (0, 1)", f.sigma_1)
     _check(math.isfinite(f.beta_1) and f.beta_1 > 0, "model.flow.beta_1", "a positive number", f.beta_1)
     _check(0 <= f.t_min < 1, "model.flow.t_min", "in [0, 1)", f.t_min)
+    _check(math.isfinite(f.recon_std) and f.recon_std >= 0, "model.flow.recon_std", "a number >= 0 (0: sigma_1)",
+           f.recon_std)
     for key in ("num_bins", "num_classes"):
         value = getattr(f, key)
         _check(value == 0 or value >= 2, f"model.flow.{key}", "0 (the dataset's) or at least 2", value)

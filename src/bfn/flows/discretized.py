@@ -9,7 +9,7 @@ from torch import Tensor
 
 from bfn.errors import ConfigError, DataError
 from bfn.flows.continuous import ContinuousFlow, GaussianParams
-from bfn.flows.distributions import DiscretizedGaussian, bin_centres
+from bfn.flows.distributions import OFFICIAL_MIN_PROB, DiscretizedGaussian, bin_centres
 from bfn.utils.tensors import append_dims, randn, sum_except_batch
 
 
@@ -19,6 +19,11 @@ class DiscretizedFlow(ContinuousFlow):
     The network emits two values per variable, (mu_eps, ln sigma_eps); they become
     mu_x = mu/gamma - sqrt((1-gamma)/gamma) mu_eps and sigma_x = sqrt((1-gamma)/gamma) exp(ln sigma_eps),
     with (mu_x, sigma_x) = (0, 1) for t < t_min (§5.3, Algorithm 4-6).
+
+    Args:
+        official: the official code's numerical guards, for its checkpoints and recipes: ln sigma_eps clipped to
+            [-10, 10], sigma_x clamped to [1e-3, 10], and bins of probability below 1e-5 scored by density times
+            bin width (`DiscretizedGaussian.log_prob`). Off: the paper's formulas as written.
     """
 
     kind = "discretized"
@@ -27,22 +32,26 @@ class DiscretizedFlow(ContinuousFlow):
 
     num_bins: int
 
-    def __init__(self, *, num_bins: int = 16, sigma_1: float = 0.001, t_min: float = 1e-6) -> None:
+    def __init__(self, *, num_bins: int = 16, sigma_1: float = 0.001, t_min: float = 1e-6,
+                 official: bool = False) -> None:
         if num_bins < 2:
             raise ConfigError(f"num_bins must be at least 2, got {num_bins}")
         super().__init__(sigma_1=sigma_1, t_min=t_min, x_range=None)
         self.num_bins = int(num_bins)
+        self.official = bool(official)
 
     def output_distribution(self, net_out: Tensor, theta: GaussianParams, t: Tensor) -> DiscretizedGaussian:
         mean = theta.mean
         g = append_dims(self.gamma(t), mean.ndim).clamp_min(1e-12)
         scale = ((1 - g) / g).sqrt()
         mu_x = mean / g - scale * net_out[..., 0]
-        sigma_x = scale * net_out[..., 1].exp()
+        log_std = net_out[..., 1].clamp(-10, 10) if self.official else net_out[..., 1]
+        sigma_x = scale * log_std.exp()
         early = append_dims(t, mean.ndim) < self.t_min
         mu_x = torch.where(early, torch.zeros_like(mu_x), mu_x)
-        sigma_x = torch.where(early, torch.ones_like(sigma_x), sigma_x).clamp_min(1e-10)
-        return DiscretizedGaussian(mu_x, sigma_x, self.num_bins)
+        sigma_x = torch.where(early, torch.ones_like(sigma_x), sigma_x)
+        sigma_x = sigma_x.clamp(1e-3, 10) if self.official else sigma_x.clamp_min(1e-10)
+        return DiscretizedGaussian(mu_x, sigma_x, self.num_bins, min_prob=OFFICIAL_MIN_PROB if self.official else 0)
 
     def continuous_time_loss(self, x: Tensor, p_out: DiscretizedGaussian, t: Tensor) -> Tensor:
         """L^inf(x) = -ln(sigma_1) sigma_1^(-2t) ||x - k-hat(theta, t)||^2 (§5.7)."""

@@ -18,6 +18,8 @@ from bfn.utils.tensors import rand
 
 # Probabilities are clamped here before a log so that an impossible bin costs 27.6 nats, not infinity.
 PROB_FLOOR = 1e-12
+# Bins of probability below this are scored by density times bin width by the official BFN code.
+OFFICIAL_MIN_PROB = 1e-5
 # Logit of the impossible classes of an observed variable: exp(-1e4) is exactly 0 in float32 and float64.
 OBSERVED_LOGIT = -1e4
 
@@ -66,8 +68,10 @@ class DiscretizedGaussian:
         num_bins: K.
     """
 
-    def __init__(self, mean: Tensor, std: Tensor, num_bins: int) -> None:
+    def __init__(self, mean: Tensor, std: Tensor, num_bins: int, *, min_prob: float = 0.0) -> None:
         self.num_bins = num_bins
+        self.gaussian = (mean, std)
+        self.min_prob = min_prob
         self.centres = bin_centres(num_bins, device=mean.device, dtype=mean.dtype)  # [K]
         edges = self.centres[1:] - 1.0 / num_bins  # the K-1 inner edges
         z = (edges - mean.unsqueeze(-1)) / std.unsqueeze(-1)  # [B, *S, K-1]
@@ -86,9 +90,18 @@ class DiscretizedGaussian:
         return self.centres[self.probs.argmax(-1)]
 
     def log_prob(self, x: Tensor) -> Tensor:
-        """ln p_O(x) per variable for x at bin centres, shape [B, *S]."""
+        """ln p_O(x) per variable for x at bin centres, shape [B, *S]. With `min_prob` > 0, a bin of probability
+        below it is scored by density times bin width, ln N(x | mu, sigma^2) + ln(2/K), as the official code
+        does (its CDF differences lose all precision in the tails)."""
         p = self.probs.gather(-1, bin_index(x, self.num_bins).unsqueeze(-1)).squeeze(-1)
-        return p.clamp_min(PROB_FLOOR).log()
+        log_p = p.clamp_min(PROB_FLOOR).log()
+        if self.min_prob <= 0:
+            return log_p
+        mean, std = self.gaussian
+        centre = self.centres[bin_index(x, self.num_bins)]
+        log_density = (-0.5 * ((centre - mean) / std) ** 2 - std.log() - 0.5 * math.log(2 * math.pi)
+                       + math.log(2 / self.num_bins))
+        return torch.where(p < self.min_prob, log_density, p.clamp_min(1e-10).log())
 
     def sample(self, generator: torch.Generator | None = None) -> Tensor:
         return self.centres[sample_categorical(self.probs, generator)]

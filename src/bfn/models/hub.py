@@ -32,13 +32,17 @@ DIGEST_KEY = "bfn_sha256"  # safetensors metadata: SHA-256 of the tensors, check
 def build_flow(cfg: FlowConfig, data: DataSpec) -> BayesianFlow:
     """The flow for `data`; a `kind` that contradicts the dataset is a ConfigError."""
     kind = data.kind if cfg.kind == "auto" else cfg.kind
-    if kind != data.kind:
+    binned_as_continuous = kind == "continuous" and data.kind == "discretized"  # e.g. CIFAR-10 "continuous"
+    if kind != data.kind and not binned_as_continuous:
         raise ConfigError(f"model.flow.kind={kind} does not match the dataset's type {data.kind}; "
                           "drop the override or choose a matching dataset")
     if kind == "continuous":
-        return ContinuousFlow(sigma_1=cfg.sigma_1, t_min=cfg.t_min)
+        return ContinuousFlow(sigma_1=cfg.sigma_1, t_min=cfg.t_min, official=cfg.official,
+                              recon_bins=(cfg.num_bins or data.num_bins) if binned_as_continuous else None,
+                              recon_std=cfg.recon_std or None)
     if kind == "discretized":
-        return DiscretizedFlow(num_bins=cfg.num_bins or data.num_bins or 16, sigma_1=cfg.sigma_1, t_min=cfg.t_min)
+        return DiscretizedFlow(num_bins=cfg.num_bins or data.num_bins or 16, sigma_1=cfg.sigma_1, t_min=cfg.t_min,
+                               official=cfg.official)
     return DiscreteFlow(num_classes=cfg.num_classes or data.num_classes or 2, beta_1=cfg.beta_1)
 
 

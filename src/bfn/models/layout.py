@@ -36,7 +36,7 @@ def from_network(y: Tensor, layout: Layout, data_shape: tuple[int, ...], feature
 
 
 def default_layout(data_shape: tuple[int, ...], network: str) -> Layout:
-    if network == "transformer":
+    if network in ("transformer", "official-text8-gpt"):
         return "sequence"
     return "image" if len(data_shape) == 3 else "flat"
 

@@ -10,12 +10,19 @@ from torch import nn
 
 from bfn.errors import ConfigError
 from bfn.networks.mlp import MLP
+from bfn.networks.official_gpt import OfficialText8GPT
+from bfn.networks.official_mnist import OfficialMNISTUNet
+from bfn.networks.official_vdm import OfficialVDMUNet
 from bfn.networks.siren import Siren
 from bfn.networks.transformer import Transformer
 from bfn.networks.unet import UNet
 
 NETWORKS: dict[str, Callable[..., nn.Module]] = {"unet": UNet, "transformer": Transformer, "mlp": MLP,
-                                                 "siren": Siren}
+                                                 "siren": Siren,
+                                                 # the official BFN networks (Graves et al. 2023), see models.official
+                                                 "official-mnist-unet": OfficialMNISTUNet,
+                                                 "official-cifar-unet": OfficialVDMUNet,
+                                                 "official-text8-gpt": OfficialText8GPT}
 
 
 def build_network(name: str, **kwargs: Any) -> nn.Module:

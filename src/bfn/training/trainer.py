@@ -83,6 +83,16 @@ def train_step(model: nn.Module, x: Tensor, cond: Tensor | None, optimizer: torc
                       None if grad_norm is None else float(grad_norm), True)
 
 
+def param_groups(model: nn.Module, weight_decay: float, decay_vectors: bool) -> list[dict[str, Any]]:
+    """AdamW parameter groups: all parameters decayed, or (decay_vectors=False) only matrices and kernels, with
+    biases and norm scales undecayed (nanoGPT's rule, which the official text8 recipe uses)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if decay_vectors:
+        return [{"params": params}]
+    return [{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+
+
 def _lr_lambda(warmup: int):
     def f(step: int) -> float:
         return min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
@@ -145,9 +155,9 @@ class _Run:
 
         self.dataset, self.spec = load_dataset(cfg.data.name, "train", root=cfg.data.root, **cfg.data.options)
         model = build_model(cfg.model, self.spec).to(accelerator.device)
-        self.ema = ema_model(model, tc.ema_decay)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, betas=tuple(tc.betas),  # type: ignore[arg-type]
-                                      weight_decay=tc.weight_decay)
+        self.ema = ema_model(model, tc.ema_decay, warmup=tc.ema_warmup)
+        optimizer = torch.optim.AdamW(param_groups(model, tc.weight_decay, tc.decay_vectors), lr=tc.lr,
+                                      betas=tuple(tc.betas), weight_decay=tc.weight_decay)  # type: ignore[arg-type]
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(tc.warmup_steps))
         if self.main:  # after every check of the config and the data, before the first read or write of the folder
             stack.enter_context(lock_run_dir(run_dir))
