@@ -67,7 +67,7 @@ def _command_modules() -> list[Any]:
 
 
 #: modules under bfn/commands/ (kept explicit: no discovery by file name)
-COMMAND_MODULES: list[str] = ["sample", "show", "eval", "compare"]
+COMMAND_MODULES: list[str] = ["sample", "show", "eval", "compare", "import_"]
 
 
 def cmd_train(args: argparse.Namespace) -> int:

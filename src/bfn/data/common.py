@@ -34,6 +34,25 @@ def grey_to_centres_table(num_bins: int) -> Tensor:
     return bin_centres(num_bins)[k]
 
 
+#: the generator seed of the official BFN code's train/validation split (torch.utils.data.random_split)
+OFFICIAL_SPLIT_SEED = 2147483647
+
+
+def holdout_split(n: int, fraction: float, split: str) -> np.ndarray:
+    """Indices of `split` ("train" or "valid") when `fraction` of n training examples is held out for validation,
+    drawn exactly as the official BFN code draws them: `random_split(range(n), [1 - f, f])` with a generator seeded
+    2147483647 (lengths floor(n (1 - f)) and floor(n f), a remainder dealt out in turn)."""
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
+        raise DataError(f"holdout must be a fraction in (0, 1), e.g. 0.01, got {fraction!r}")
+    import math
+
+    lengths = [math.floor(n * (1 - fraction)), math.floor(n * fraction)]
+    for i in range(n - sum(lengths)):
+        lengths[i % 2] += 1
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(OFFICIAL_SPLIT_SEED)).numpy()
+    return perm[:lengths[0]] if split == "train" else perm[lengths[0]:]
+
+
 def label_tensor(label: int) -> Tensor:
     """A label as the int64 scalar tensor every dataset item carries (-1: no label)."""
     return torch.tensor(int(label), dtype=torch.int64)

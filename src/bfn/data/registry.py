@@ -74,7 +74,7 @@ def _load_mnist(spec: DataSpec, split: str, root: str | None, opts: Opts) -> Loa
     from bfn.data.mnist import mnist_5k_split, mnist_dataset, mnist_full
 
     if spec.name.startswith("mnist-full"):
-        images, labels = mnist_full(split, root, opts.get("download"))
+        images, labels = _held_out(mnist_full, split, root, opts)
     else:
         images, labels = mnist_5k_split(split)
     if spec.kind == "discrete":
@@ -93,6 +93,21 @@ def _load_multidigit(spec: DataSpec, split: str, root: str | None, opts: Opts) -
     return MultiDigit(images, labels, size, seed=seed, generator=opts.get("generator")), spec
 
 
+def _held_out(read: Callable[..., tuple[Any, Any]], split: str, root: str | None, opts: Opts) -> tuple[Any, Any]:
+    """Arrays of one split; with the `holdout` option, "train" and "valid" are the official BFN code's split of the
+    training set (see `data.common.holdout_split`)."""
+    from bfn.data.common import holdout_split
+
+    if split == "valid" and "holdout" not in opts:
+        raise DataError("the valid split is the part of the training set held out with the holdout option; "
+                        "add e.g. holdout=0.01")
+    images, labels = read("test" if split == "test" else "train", root, opts.get("download"))
+    if "holdout" in opts and split != "test":
+        idx = holdout_split(len(images), opts["holdout"], split)
+        return images[idx], labels[idx]
+    return images, labels
+
+
 def _load_mixture(spec: DataSpec, split: str, root: str | None, opts: Opts) -> Loaded:
     from bfn.data.toy import MIXTURE_1D, MIXTURE_2D, MixtureDataset
 
@@ -107,7 +122,7 @@ def _load_cifar(spec: DataSpec, split: str, root: str | None, opts: Opts) -> Loa
     from bfn.data.common import GreyImages
 
     bins, spec = _bins(spec, opts)
-    images, labels = cifar10(split, root, opts.get("download"))
+    images, labels = _held_out(cifar10, split, root, opts)
     return GreyImages(images, labels, "discretized", num_bins=bins), spec
 
 
@@ -164,11 +179,11 @@ REGISTRY: dict[str, Entry] = {
     "mnist-full-binarized": Entry(
         _spec("mnist-full-binarized", "discrete", (1, 28, 28), classes=2, labels=10, layout="image"),
         "MNIST 60,000 train / 10,000 test from the IDX files, dynamically binarized", _mnist_full_offline,
-        _load_mnist, ("generator", "download")),
+        _load_mnist, ("generator", "download", "holdout"), ("train", "valid", "test")),
     "mnist-full-grey": Entry(
         _spec("mnist-full-grey", "discretized", (1, 28, 28), bins=16, labels=10, layout="image"),
         "MNIST 60,000 train / 10,000 test from the IDX files, grey levels in `bins` bins", _mnist_full_offline,
-        _load_mnist, ("bins", "download")),
+        _load_mnist, ("bins", "download", "holdout"), ("train", "valid", "test")),
     "multidigit-binarized": Entry(
         _spec("multidigit-binarized", "discrete", (1, 64, 64), classes=2, labels=100, layout="image"),
         "64x64 canvases of two shipped MNIST digits, label = the number 0..99, dynamically binarized", _always,
@@ -184,7 +199,7 @@ REGISTRY: dict[str, Entry] = {
     "cifar10": Entry(
         _spec("cifar10", "discretized", (3, 32, 32), bins=256, labels=10, layout="image"),
         "CIFAR-10 50,000 train / 10,000 test (binary version), 8-bit colour in `bins` bins (256 default)",
-        _cifar_offline, _load_cifar, ("bins", "download")),
+        _cifar_offline, _load_cifar, ("bins", "download", "holdout"), ("train", "valid", "test")),
     "text8": Entry(
         _spec("text8", "discrete", (256,), classes=27, layout="sequence"),
         "text8 characters (a-z and space; 90M/5M/5M train/valid/test) in sequences of `seq_len` (256)",

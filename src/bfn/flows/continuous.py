@@ -69,6 +69,14 @@ class ContinuousFlow(BayesianFlow):
         """gamma(t) = beta(t) / (1 + beta(t)) = 1 - sigma_1^(2t) (§4.5)."""
         return 1 - self.sigma_1 ** (2 * t)
 
+    def noise_scale(self, t: Tensor, ndim: int) -> tuple[Tensor, Tensor]:
+        """(gamma, sqrt((1 - gamma)/gamma)) broadcast to `ndim` dims, with 1 - gamma = sigma_1^(2t) computed
+        directly: 1 - gamma from gamma would lose most of its float32 digits near t = 1 (1 - gamma ~ 1e-6), which
+        the loss weight sigma_1^(-2t) then amplifies."""
+        var = append_dims(self.sigma_1 ** (2 * t), ndim)
+        g = (1 - var).clamp_min(1e-12)
+        return g, (var / g).sqrt()
+
     # --- input side -------------------------------------------------------------------------------------
     def prior(self, shape: tuple[int, ...], *, device: torch.device | str | None = None) -> GaussianParams:
         """theta_0 = (mu_0, rho_0) = (0, 1) (§4.1)."""
@@ -99,8 +107,8 @@ class ContinuousFlow(BayesianFlow):
     # --- output side ------------------------------------------------------------------------------------
     def x_hat(self, eps_hat: Tensor, mean: Tensor, t: Tensor) -> Tensor:
         """x-hat = mu/gamma - sqrt((1-gamma)/gamma) eps-hat, 0 for t < t_min, clipped (§4.3)."""
-        g = append_dims(self.gamma(t), mean.ndim).clamp_min(1e-12)
-        x = mean / g - ((1 - g) / g).sqrt() * eps_hat
+        g, scale = self.noise_scale(t, mean.ndim)
+        x = mean / g - scale * eps_hat
         x = torch.where(append_dims(t, mean.ndim) < self.t_min, torch.zeros_like(x), x)
         if self.x_range is not None:
             x = x.clamp(*self.x_range)

@@ -42,8 +42,7 @@ class DiscretizedFlow(ContinuousFlow):
 
     def output_distribution(self, net_out: Tensor, theta: GaussianParams, t: Tensor) -> DiscretizedGaussian:
         mean = theta.mean
-        g = append_dims(self.gamma(t), mean.ndim).clamp_min(1e-12)
-        scale = ((1 - g) / g).sqrt()
+        g, scale = self.noise_scale(t, mean.ndim)
         mu_x = mean / g - scale * net_out[..., 0]
         log_std = net_out[..., 1].clamp(-10, 10) if self.official else net_out[..., 1]
         sigma_x = scale * log_std.exp()
