@@ -190,7 +190,8 @@ def test_unet_config_errors():
 
 
 def test_build_network_unknown_name():
-    with pytest.raises(ConfigError, match="unknown network 'resnet'; choose one of: mlp, siren, transformer, unet"):
+    with pytest.raises(ConfigError, match="unknown network 'resnet'; choose one of: mlp, official-cifar-unet, "
+                                          "official-mnist-unet, official-text8-gpt, siren, transformer, unet"):
         build_network("resnet")
 
 
@@ -211,7 +212,8 @@ def test_build_network_accepts_yaml_lists():
     net = build_network("unet", in_channels=1, out_channels=1, **cfg)
     assert isinstance(net, UNet)
     assert net(torch.randn(1, 1, 28, 28), torch.rand(1)).shape == (1, 1, 28, 28)
-    assert set(NETWORKS) == {"unet", "transformer", "mlp", "siren"}
+    assert set(NETWORKS) == {"unet", "transformer", "mlp", "siren", "official-mnist-unet", "official-cifar-unet",
+                             "official-text8-gpt"}
 
 
 # --- serialisation ------------------------------------------------------------------------------------------

@@ -290,3 +290,34 @@ def test_cifar_presets_come_from_the_file_name_or_preset(tmp_path: Path) -> None
         convert(state, preset="cifar10-continuous-16")
     with pytest.raises(ConfigError, match="does not fit"):
         convert(state, preset="text8-discrete")
+
+
+@pytest.mark.slow
+def test_eval_paper_protocol_on_an_imported_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """An official-format checkpoint of a small 28x28 MNIST network (written here in the official key layout)
+    imports, and `bfn eval --protocol paper` reports L^784 + L^r in nats/image on (tiny, written) MNIST files."""
+    import struct
+
+    import numpy as np
+
+    net = build_network("official-mnist-unet", model_channels=32, channel_mult=(1, 2), num_res_blocks=1,
+                        unet_out_channels=32)
+    state = {f"net.{k}": v for k, v in net.state_dict().items()}
+    state["net.input_adapter.pos_feats"] = torch.zeros(28 * 28, 258)
+    torch.save(state, tmp_path / "ema_model.pt")
+    rng = np.random.default_rng(0)
+    (tmp_path / "data" / "mnist").mkdir(parents=True)
+    for name, array in (("t10k-images-idx3-ubyte", rng.integers(0, 256, (6, 28, 28))),
+                        ("t10k-labels-idx1-ubyte", rng.integers(0, 10, 6))):
+        header = struct.pack(">BBBB", 0, 0, 8, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+        (tmp_path / "data" / "mnist" / name).write_bytes(header + array.astype(np.uint8).tobytes())
+    monkeypatch.setenv("BFN_DATA_DIR", str(tmp_path / "data"))
+    run = tmp_path / "run"
+    assert main(["import", str(tmp_path / "ema_model.pt"), "--out", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(run), "--protocol", "paper", "--repeats", "2", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "paper protocol (binarized MNIST): L^784 + L^r = " in out and "nats/image over 6 test examples" in out
+    result = json.loads((run / "eval.json").read_text())["nll"]
+    assert result["protocol"]["unit"] == "nats/image" and set(result["results"]) == {"784"}
+    assert result["n_examples"] == 6 and result["repeats"] == 2
