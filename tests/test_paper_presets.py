@@ -3,6 +3,7 @@ real dataset reader on small files the test writes, train a step, sample, evalua
 
 from __future__ import annotations
 
+import json
 import math
 import struct
 from pathlib import Path
@@ -127,3 +128,19 @@ def test_optimizer_groups_and_plain_ema() -> None:
         net[0].weight.add_(1.0)
     ema.update_parameters(net)  # ... then ema <- 0.9 ema + 0.1 theta, with no warm-up
     torch.testing.assert_close(ema.module[0].weight, 0.9 * (before + 1) + 0.1 * (before + 2))
+
+
+@pytest.mark.slow
+def test_paper_benchmark_dry_run(tmp_path: Path, capsys) -> None:
+    """`python -m benchmarks.paper --dry-run`: every section's code path on tiny networks and synthetic data."""
+    from benchmarks import paper
+
+    assert paper.main(["--dry-run", "--presets", "text8-discrete", "--samplers", "paper",
+                       "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    result = json.loads((tmp_path / "paper.json").read_text())
+    assert set(result["train"]) == {"text8-discrete"} and result["train"]["text8-discrete"]["seconds_per_step"] > 0
+    assert {r["unit"] for r in result["nll"].values()} == {"nats/image", "bits/dim", "bits/char"}
+    assert [c["steps"] for c in result["samplers"]["cifar10"]] == [2, 3]
+    assert "spelling" in result["samplers"]["text8"][0]
+    assert "FID not computed in --dry-run" in out and "Skipped:" in out
