@@ -242,6 +242,23 @@ def test_import_writes_a_run_folder_that_the_other_commands_use(tmp_path: Path, 
     assert "--force" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("tag", "file", "extra"), [
+    ("cifar_cont", "cifar10_256c_ema.pt", []), ("cifar_disc", "ema_model.pt", ["--preset", "cifar10-discretized-16"]),
+    ("text8", "text8_ema.pt", [])])
+def test_import_cifar_and_text8_checkpoints(tmp_path: Path, tag: str, file: str, extra: list[str]) -> None:
+    """The official state dicts of the fixtures, saved as the official code saves them, import with one command
+    and reproduce the official outputs."""
+    torch.save(official_state(tag), tmp_path / file)
+    assert main(["import", str(tmp_path / file), "--out", str(tmp_path / "run"), *extra]) == 0
+    model = from_pretrained(tmp_path / "run")
+    assert json.loads((tmp_path / "run" / "IMPORTED.json").read_text())["preset"] == PRESET[tag]
+    data = load_file(FIXTURES / f"{tag}.safetensors")
+    theta, tb = to_ours(tag, data["out.theta"], torch.tensor(INFO[tag]["times"]))
+    with torch.no_grad():
+        diff = (model.net_output(theta, tb) - output_as_ours(tag, data["out.output"])).abs().max()
+    assert diff < 1e-5
+
+
 def _broken(tmp_path: Path, change) -> Path:
     state = torch.load(CKPT, weights_only=True)
     change(state)
