@@ -37,7 +37,8 @@ NETWORK = {"mnist": "official-mnist-unet", "cifar10": "official-cifar-unet", "te
 PRESETS = {"mnist": ("mnist-discrete-paper",), "text8": ("text8-discrete",),
            "cifar10": ("cifar10-discretized-256", "cifar10-discretized-16", "cifar10-continuous-256",
                        "cifar10-continuous-16")}
-#: the published files: hf://rupspace/pretrained-BFNs/<name>
+#: the published files (hf://rupspace/pretrained-BFNs/<name>) and their presets; other CIFAR-10 file names are read
+#: for "<bins><c|d>" (e.g. my_cifar10_16d.pt), else --preset is needed
 HUB_REPO = "rupspace/pretrained-BFNs"
 HUB_FILES = {"mnist_ema.pt": "mnist-discrete-paper", "cifar10_256d_ema.pt": "cifar10-discretized-256",
              "cifar10_16d_ema.pt": "cifar10-discretized-16", "cifar10_256c_ema.pt": "cifar10-continuous-256",
@@ -145,6 +146,8 @@ def choose_preset(kind: str, out_features: int, preset: str | None, filename: st
         return preset
     if len(PRESETS[kind]) == 1:
         return PRESETS[kind][0]
+    if filename in HUB_FILES:
+        return HUB_FILES[filename]
     match = re.search(r"(16|256)([cd])", filename or "")
     if match is None:
         flavour = "discretized" if out_features == 2 else "continuous"
@@ -153,7 +156,7 @@ def choose_preset(kind: str, out_features: int, preset: str | None, filename: st
     return f"cifar10-{'discretized' if match.group(2) == 'd' else 'continuous'}-{match.group(1)}"
 
 
-def data_info(cfg: RunConfig, kind: str, shape: tuple[int, ...]) -> DataInfo:
+def data_info(cfg: RunConfig, shape: tuple[int, ...]) -> DataInfo:
     """The data description of a preset's dataset, with the checkpoint's example shape."""
     from bfn.data.registry import REGISTRY
 
@@ -174,7 +177,7 @@ def convert(state: dict[str, Any], *, preset: str | None = None, filename: str |
     name = choose_preset(kind, out_g, preset, filename)
     cfg = load_config(name)
     cfg.model.network.kwargs = {**cfg.model.network.kwargs, **kwargs}
-    data = data_info(cfg, kind, shape)
+    data = data_info(cfg, shape)
     try:
         model = build_model(cfg.model, data)
     except ConfigError as err:
