@@ -15,7 +15,8 @@ classes and options, so every layer kind and key pattern is present), gives ever
   fixtures.json:      the reduced configs and the official loss values;
   full_size.json:     key names, shapes and parameter counts of the full-size official modules;
   mnist_tiny_ema.pt:  an official-format checkpoint (`torch.save(bfn.state_dict())`) for the import test;
-  mnist_trajectory.safetensors: every step of the official sampler (`BFN.sample`) on the tiny MNIST model.
+  mnist_trajectory.safetensors: every step of the official sampler (`BFN.sample`) on the tiny MNIST model;
+  guards.safetensors: the official output distributions on extreme outputs, where its numerical guards act.
 """
 
 from __future__ import annotations
@@ -258,6 +259,33 @@ def mnist_trajectory(bfn: torch.nn.Module, steps: int = 6) -> dict[str, torch.Te
     return out
 
 
+def guards(off: types.SimpleNamespace) -> dict[str, torch.Tensor]:
+    """The official output distributions on extreme network outputs, where its numerical guards act: log-stds
+    beyond +-10, stds outside [1e-3, 10], bins of probability below 1e-5 (density-times-width fallback), for the
+    discretised 16-bin recipe and the continuous recipes' binned reconstruction (16 and 256 bins)."""
+    gen = torch.Generator().manual_seed(SEED + 5)
+    b, d = 4, 12
+    t = torch.tensor([0.3, 0.6, 0.95, 1.0])[:, None].expand(b, d).contiguous()
+    mean = 0.8 * torch.randn(b, d, generator=gen)
+    out: dict[str, torch.Tensor] = {"t": t, "mean": mean}
+    bins16 = (2 * torch.randint(0, 16, (b, d), generator=gen) + 1) / 16 - 1
+    bins256 = (2 * torch.randint(0, 256, (b, d), generator=gen) + 1) / 256 - 1
+    params = torch.stack([3 * torch.randn(b, d, generator=gen), 30 * torch.rand(b, d, generator=gen) - 15], -1)
+    out.update({"x16": bins16, "x256": bins256, "disc_params": params})
+    cfg = model_config(off, "cifar10_discretized_16bins", **TINY["cifar_disc"][1])
+    loss = off.utils_train.make_bfn(cfg).loss
+    dist = loss.distribution_factory.get_dist(params, (mean, None), t)
+    out["disc_mean"], out["disc_log_prob"] = dist.mean, dist.log_prob(bins16)
+    eps = 2 * torch.randn(b, d, 1, generator=gen)
+    out["cont_params"] = eps
+    for name, bins in (("cifar10_continuous_16bins", 16), ("cifar10_continuous_256bins", 256)):
+        cfg = model_config(off, name, **TINY["cifar_cont"][1])
+        loss = off.utils_train.make_bfn(cfg).loss
+        x = out[f"x{bins}"]
+        out[f"cont{bins}_recon"] = loss.reconstruction_loss(x, eps, (mean, None))
+    return {k: v.contiguous() for k, v in out.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("official", type=Path, help="checkout of nnaisense/bayesian-flow-networks")
@@ -275,6 +303,7 @@ def main() -> None:
         if tag == "mnist":
             torch.save(bfn.state_dict(), args.out / "mnist_tiny_ema.pt")
             save_file(mnist_trajectory(bfn), str(args.out / "mnist_trajectory.safetensors"))
+    save_file(guards(off), str(args.out / "guards.safetensors"))
     (args.out / "fixtures.json").write_text(json.dumps(infos, indent=1) + "\n")
     total = sum(p.stat().st_size for p in args.out.iterdir())
     print(f"wrote {args.out} ({total / 1e6:.2f} MB)")

@@ -199,6 +199,30 @@ def test_discrete_n_step_loss_is_the_papers_not_the_official_factorised_one(mode
     assert ((diff.mean(0) / se(diff)).abs()[1:] > 3).all()
 
 
+def test_official_numerical_guards_match_the_official_code() -> None:
+    """On extreme outputs (log-stds to +-15, means far from the data) the official code clips and falls back to
+    density times bin width; `model.flow.official` reproduces it, and without it the numbers differ."""
+    from bfn.flows import ContinuousFlow, DiscretizedFlow
+
+    g = load_file(FIXTURES / "guards.safetensors")
+    t = g["t"][:, 0]
+    for official in (True, False):
+        flow = DiscretizedFlow(num_bins=16, sigma_1=1e-3**0.5, official=official)
+        p_out = flow.output_distribution(g["disc_params"], GaussianParams(g["mean"], torch.ones(4)), t)
+        same_mean = torch.allclose(p_out.mean, g["disc_mean"], rtol=1e-4, atol=1e-5)
+        same_log_prob = torch.allclose(p_out.log_prob(g["x16"]), g["disc_log_prob"], rtol=1e-4, atol=1e-4)
+        assert same_mean and same_log_prob if official else not (same_mean and same_log_prob)
+    for bins, sigma_sq, std in ((16, 1e-3, 0.7 * 1e-3**0.5), (256, 1e-6, None)):
+        for official in (True, False):
+            flow = ContinuousFlow(sigma_1=sigma_sq**0.5, recon_bins=bins, recon_std=std, official=official)
+            p_out = flow.output_distribution(g["cont_params"], GaussianParams(g["mean"], torch.ones(4)),
+                                             torch.ones(4))
+            ours = flow.reconstruction_loss(g[f"x{bins}"], p_out)
+            want = g[f"cont{bins}_recon"].double().sum(1)
+            close = torch.allclose(ours.double(), want, rtol=1e-5, atol=1e-3)
+            assert close if official else not close
+
+
 # --------------------------------------------------------------------------- the sampler's trajectory
 def test_sampling_follows_the_official_trajectory(models: dict) -> None:
     """Replay the official `BFN.sample` (6 steps, tiny MNIST): given its draws y, bfn's model computes the same
