@@ -76,7 +76,6 @@ def preset_model(preset: str, tiny: bool, seed: int) -> tuple[Any, Any, Any]:
     from bfn.config import load_config
     from bfn.data.registry import REGISTRY
     from bfn.models.hub import build_model
-    from bfn.training.trainer import data_info
 
     cfg = load_config(preset)
     if tiny:
@@ -87,7 +86,7 @@ def preset_model(preset: str, tiny: bool, seed: int) -> tuple[Any, Any, Any]:
     if tiny and spec.name == "text8":
         spec = replace(spec, shape=(32,))
     torch.manual_seed(seed)
-    model = build_model(cfg.model, data_info(spec))
+    model = build_model(cfg.model, spec)
     common.randomize_zero_init(model, seed)
     return cfg, spec, model
 

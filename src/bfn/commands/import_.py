@@ -106,8 +106,9 @@ def import_checkpoint(source: str, out: str | os.PathLike | None = None, *, pres
     from dataclasses import replace
 
     from bfn.config import to_yaml
-    from bfn.models.hub import CONFIG_NAME, WEIGHTS_NAME, atomic_write_text, save_pretrained
+    from bfn.models.hub import CONFIG_NAME, WEIGHTS_NAME, save_pretrained
     from bfn.models.official import convert
+    from bfn.utils.io import atomic_write_text
 
     path = hub_download(source) if source.startswith(HUB_SCHEME) else Path(source)
     result = convert(read_checkpoint(path), preset=preset, filename=path.name)

@@ -22,11 +22,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from bfn.config import RunConfig, load_config
+from bfn.data.spec import DataSpec
 from bfn.errors import CheckpointError, ConfigError
-from bfn.models.hub import DataInfo, build_model
+from bfn.models.bfn import BFN
+from bfn.models.hub import build_model
 
 PREFIX = "net."
 OUR_PREFIX = "network."
@@ -50,7 +52,7 @@ class Imported:
     """An official checkpoint converted: the run config, the bfn model with the weights loaded, and facts."""
 
     config: RunConfig
-    model: nn.Module
+    model: BFN
     kind: str
     preset: str
     parameters: int
@@ -156,14 +158,15 @@ def choose_preset(kind: str, out_features: int, preset: str | None, filename: st
     return f"cifar10-{'discretized' if match.group(2) == 'd' else 'continuous'}-{match.group(1)}"
 
 
-def data_info(cfg: RunConfig, shape: tuple[int, ...]) -> DataInfo:
-    """The data description of a preset's dataset, with the checkpoint's example shape."""
+def data_spec(cfg: RunConfig, shape: tuple[int, ...]) -> DataSpec:
+    """The spec of a preset's dataset (with its bins option), with the checkpoint's example shape."""
+    from dataclasses import replace
+
     from bfn.data.registry import REGISTRY
 
     spec = REGISTRY[cfg.data.name].spec
     bins = cfg.data.options.get("bins", spec.num_bins) if spec.kind == "discretized" else None
-    return DataInfo(kind=spec.kind, shape=shape, num_classes=spec.num_classes, num_bins=bins,
-                    num_labels=spec.num_labels)
+    return replace(spec, shape=shape, num_bins=bins)
 
 
 def convert(state: dict[str, Any], *, preset: str | None = None, filename: str | None = None) -> Imported:
@@ -177,11 +180,12 @@ def convert(state: dict[str, Any], *, preset: str | None = None, filename: str |
     name = choose_preset(kind, out_g, preset, filename)
     cfg = load_config(name)
     cfg.model.network.kwargs = {**cfg.model.network.kwargs, **kwargs}
-    data = data_info(cfg, shape)
+    data = data_spec(cfg, shape)
     try:
         model = build_model(cfg.model, data)
     except ConfigError as err:
         raise CheckpointError(f"cannot build the {NETWORK[kind]} these weights describe ({err})") from None
+    assert isinstance(model, BFN), "the paper presets build BFNs"
     if kind == "cifar10" and out_g != model.flow.output_features:
         raise CheckpointError(f"the network emits {out_g} number(s) per channel but preset {name} needs "
                               f"{model.flow.output_features}; use a {'discretized' if out_g == 2 else 'continuous'} "
@@ -208,5 +212,6 @@ def convert(state: dict[str, Any], *, preset: str | None = None, filename: str |
     if bad is not None:
         raise CheckpointError(f"{PREFIX}{bad[len(OUR_PREFIX):]} holds NaN or Inf values")
     model.load_state_dict(mapped)
+    model.eval()
     params = sum(p.numel() for p in model.parameters())
-    return Imported(config=cfg, model=model.eval(), kind=kind, preset=name, parameters=params, dropped=dropped)
+    return Imported(config=cfg, model=model, kind=kind, preset=name, parameters=params, dropped=dropped)

@@ -30,6 +30,8 @@ def positions_base1000(seq_len: int, dim: int) -> Tensor:
 class TextInputAdapter(nn.Module):
     """[B, L, K] values 2 theta - 1 and t [B] -> token embeddings [B, L, D]."""
 
+    pos_embedding: Tensor
+
     def __init__(self, vocab_size: int, seq_len: int, dim: int) -> None:
         super().__init__()
         self.register_buffer("pos_embedding", positions_base1000(seq_len, dim))
@@ -83,6 +85,22 @@ class Block(nn.Module):
         return x + self.mlp(self.ln_2(x))
 
 
+class Trunk(nn.Module):
+    """Dropout, the blocks `h`, and the final LayerNorm `ln_f`."""
+
+    def __init__(self, n_layer: int, n_head: int, n_embd: int, dropout: float, bias: bool) -> None:
+        super().__init__()
+        self.drop = nn.Dropout(dropout)
+        self.h = nn.ModuleList(Block(n_head, n_embd, dropout, bias) for _ in range(n_layer))
+        self.ln_f = nn.LayerNorm(n_embd, bias=bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.drop(x)
+        for block in self.h:
+            x = block(x)
+        return self.ln_f(x)
+
+
 class OfficialText8GPT(nn.Module):
     """The official BFN text8 Transformer (170,175,003 parameters at the defaults).
 
@@ -101,10 +119,7 @@ class OfficialText8GPT(nn.Module):
             raise ConfigError(f"n_embd {n_embd} must be divisible by n_head {n_head}")
         self.seq_len = seq_len
         self.input_adapter = TextInputAdapter(in_features, seq_len, n_embd)
-        self.transformer = nn.ModuleDict(dict(
-            drop=nn.Dropout(dropout),
-            h=nn.ModuleList(Block(n_head, n_embd, dropout, bias) for _ in range(n_layer)),
-            ln_f=nn.LayerNorm(n_embd, bias=bias)))
+        self.transformer = Trunk(n_layer, n_head, n_embd, dropout, bias)
         self.lm_head = nn.Linear(2 * n_embd, out_features, bias=bias)
         for name, p in self.named_parameters():
             if p.ndim == 2:
@@ -119,7 +134,4 @@ class OfficialText8GPT(nn.Module):
         if x.shape[1] > self.seq_len:
             raise ValueError(f"sequences of {x.shape[1]} tokens exceed the positional table ({self.seq_len})")
         x_in = self.input_adapter(x, t)
-        h = self.transformer.drop(x_in)
-        for block in self.transformer.h:
-            h = block(h)
-        return self.lm_head(torch.cat([self.transformer.ln_f(h), x_in], dim=-1))
+        return self.lm_head(torch.cat([self.transformer(x_in), x_in], dim=-1))

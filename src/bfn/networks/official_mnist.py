@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +38,16 @@ def sinusoidal_embedding(steps: Tensor, dim: int, max_period: float = 10000.0) -
     return emb
 
 
+M = TypeVar("M", bound=nn.Module)
+
+
+def zero_init(module: M) -> M:
+    """The module with all its parameters set to zero (output layers start as the identity of the residual)."""
+    for p in module.parameters():
+        nn.init.zeros_(p)
+    return module
+
+
 class ResBlock(nn.Module):
     """GN-SiLU-conv, + projected time embedding, GN-SiLU-dropout-conv, plus a (1x1-conv) skip."""
 
@@ -45,10 +56,8 @@ class ResBlock(nn.Module):
         self.in_layers = nn.Sequential(nn.GroupNorm(groups, channels), nn.SiLU(),
                                        nn.Conv2d(channels, out_channels, 3, padding=1))
         self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_dim, out_channels))
-        self.out_layers = nn.Sequential(nn.GroupNorm(groups, out_channels), nn.SiLU(), nn.Dropout(dropout),
-                                        nn.Conv2d(out_channels, out_channels, 3, padding=1))
-        nn.init.zeros_(self.out_layers[3].weight)
-        nn.init.zeros_(self.out_layers[3].bias)
+        last = zero_init(nn.Conv2d(out_channels, out_channels, 3, padding=1))
+        self.out_layers = nn.Sequential(nn.GroupNorm(groups, out_channels), nn.SiLU(), nn.Dropout(dropout), last)
         self.skip_connection = (nn.Identity() if out_channels == channels
                                 else nn.Conv2d(channels, out_channels, 1))
 
@@ -68,9 +77,7 @@ class AttentionBlock(nn.Module):
         self.heads = heads
         self.norm = nn.GroupNorm(groups, channels)
         self.qkv = nn.Conv1d(channels, 3 * channels, 1)
-        self.proj_out = nn.Conv1d(channels, channels, 1)
-        nn.init.zeros_(self.proj_out.weight)
-        nn.init.zeros_(self.proj_out.bias)
+        self.proj_out = zero_init(nn.Conv1d(channels, channels, 1))
 
     def forward(self, x: Tensor) -> Tensor:
         b, c, h, w = x.shape
@@ -186,9 +193,7 @@ class OfficialMNISTUNet(nn.Module):
                     ds //= 2
                 self.output_blocks.append(EmbedSequential(*layers))
         self.out = nn.Sequential(nn.GroupNorm(groups, ch), nn.SiLU(),
-                                 nn.Conv2d(ch, unet_out_channels, 3, padding=1))
-        nn.init.zeros_(self.out[2].weight)
-        nn.init.zeros_(self.out[2].bias)
+                                 zero_init(nn.Conv2d(ch, unet_out_channels, 3, padding=1)))
         self.output_adapter = OutputAdapter(model_channels + unet_out_channels, out_channels)
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from bfn.errors import ConfigError
 from bfn.networks.embeddings import check_inputs
+from bfn.networks.official_mnist import zero_init
 
 #: the official time offset: the embedding sees (t + 0.001) * 1000, so that t = 0 is not the zero vector
 TIME_OFFSET = 0.001
@@ -48,11 +49,9 @@ class ResnetBlock(nn.Module):
     def __init__(self, ch_in: int, ch_out: int, cond_dim: int, dropout: float, groups: int) -> None:
         super().__init__()
         self.net1 = nn.Sequential(nn.GroupNorm(groups, ch_in), nn.SiLU(), nn.Conv2d(ch_in, ch_out, 3, padding=1))
-        self.cond_proj = nn.Linear(cond_dim, ch_out, bias=False)
+        self.cond_proj = zero_init(nn.Linear(cond_dim, ch_out, bias=False))
         self.net2 = nn.Sequential(nn.GroupNorm(groups, ch_out), nn.SiLU(), nn.Dropout(dropout),
-                                  nn.Conv2d(ch_out, ch_out, 3, padding=1))
-        for p in (self.cond_proj.weight, self.net2[3].weight, self.net2[3].bias):
-            nn.init.zeros_(p)
+                                  zero_init(nn.Conv2d(ch_out, ch_out, 3, padding=1)))
         self.skip_conv = nn.Conv2d(ch_in, ch_out, 1) if ch_in != ch_out else None
 
     def forward(self, x: Tensor, cond: Tensor) -> Tensor:
@@ -85,9 +84,7 @@ class AttentionBlock(nn.Module):
         if channels % heads:
             raise ConfigError(f"attention channels {channels} must be divisible by heads {heads}")
         self.layers = nn.Sequential(nn.GroupNorm(groups, channels), nn.Conv2d(channels, 3 * channels, 1),
-                                    Attention(heads), nn.Conv2d(channels, channels, 1))
-        nn.init.zeros_(self.layers[3].weight)
-        nn.init.zeros_(self.layers[3].bias)
+                                    Attention(heads), zero_init(nn.Conv2d(channels, channels, 1)))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.layers(x) + x
@@ -149,9 +146,7 @@ class OfficialVDMUNet(nn.Module):
         self.mid_resnet_block_2 = ResnetBlock(embedding_dim, embedding_dim, cond_dim, dropout, norm_groups)
         self.up_blocks = nn.ModuleList(block(2 * embedding_dim) for _ in range(n_blocks + 1))
         self.conv_out = nn.Sequential(nn.GroupNorm(norm_groups, embedding_dim), nn.SiLU(),
-                                      nn.Conv2d(embedding_dim, embedding_dim, 3, padding=1))
-        nn.init.zeros_(self.conv_out[2].weight)
-        nn.init.zeros_(self.conv_out[2].bias)
+                                      zero_init(nn.Conv2d(embedding_dim, embedding_dim, 3, padding=1)))
         self.output_adapter = OutputAdapter(in_channels + embedding_dim, out_channels)
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
