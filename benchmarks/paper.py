@@ -138,18 +138,23 @@ def load_runs(args: argparse.Namespace, device: torch.device) -> dict[str, tuple
 
 def nll_section(args: argparse.Namespace, runs: dict, device: torch.device, skipped: list[str]) -> dict[str, Any]:
     from bfn.evaluation.nll import evaluate_nll
-    from bfn.evaluation.paper import headline, protocol_for
+    from bfn.evaluation.protocol import paper_protocol
 
     out = {}
-    for name, (cfg, model, test) in runs.items():
+    for name, (_cfg, model, test) in runs.items():
         if isinstance(test, str):
             skipped.append(f"nll {name}: {test}")
             continue
-        proto = protocol_for(cfg.data.name)
+        proto = paper_protocol(model.data)
         t0 = time.perf_counter()
-        res = evaluate_nll(model, test, steps=proto.steps, repeats=args.repeats, batch_size=args.batch_size,
+        res = evaluate_nll(model, test, steps=[proto.steps], repeats=args.repeats, batch_size=args.batch_size,
                            seed=args.seed, device=device, limit=2 if args.dry_run else args.limit)
-        out[name] = {**headline(proto, res), "n_examples": res["n_examples"], "repeats": res["repeats"],
+        r = res["results"][str(proto.steps)]
+        per_image = proto.unit == "nats/image"
+        out[name] = {"bound": r["bound"], "value": r["nats"] if per_image else r["bits_per_dim"],
+                     "se": r["nats_se"] if per_image else r["bits_per_dim_se"], "unit": proto.unit,
+                     "paper": f"{proto.paper_value} {proto.unit}", "official_repeats": proto.repeats,
+                     "n_examples": res["n_examples"], "repeats": res["repeats"],
                      "wall_seconds": time.perf_counter() - t0}
         print(f"nll {name}: {out[name]['bound']} = {out[name]['value']:.4f} {out[name]['unit']}", flush=True)
     return out
