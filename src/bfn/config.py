@@ -256,7 +256,11 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
 def from_dict(data: dict[str, Any]) -> RunConfig:
     """Rebuild and validate a RunConfig from `to_dict` output (e.g. a run's config.json)."""
-    return _merge(OmegaConf.structured(RunConfig), OmegaConf.create(data), "saved config")
+    try:
+        saved = OmegaConf.create(data)
+    except _PARSE_ERRORS as err:  # e.g. a string with an unterminated "${" interpolation
+        raise ConfigError(f"invalid saved config: {_one_line(err)}") from None
+    return _merge(OmegaConf.structured(RunConfig), saved, "saved config")
 
 
 def to_yaml(cfg: RunConfig) -> str:
