@@ -1,7 +1,7 @@
 """GPU training efficiency: bfn's settings (bf16 autocast, channels-last, fused AdamW, torch.compile) against the
 official BFN code's own settings, on the official MNIST and CIFAR-10 networks.
 
-    python -m benchmarks.gpu_speed                      # CUDA: about 3-4 minutes on one H200
+    python -m benchmarks.gpu_speed                      # CUDA: a few minutes on one GPU (estimate; not yet run)
     python -m benchmarks.gpu_speed --dry-run            # CPU plumbing check (tiny batches; numbers mean nothing)
 
 Per network (MNIST: the official `mnist_discrete` config, batch 512; CIFAR-10: `cifar10_discretized_256bins`,
@@ -62,9 +62,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--nets", default="mnist,cifar10", help="comma-separated: mnist, cifar10")
     p.add_argument("--variants", default=",".join(VARIANTS), help="bfn variants, comma separated")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps per cell (after compilation)")
-    p.add_argument("--repeats", type=int, default=5, help="timed blocks per cell (median reported)")
+    p.add_argument("--repeats", type=int, default=3, help="timed blocks per cell (median reported)")
     p.add_argument("--iters", type=int, default=10, help="steps per timed block")
-    p.add_argument("--curve-steps", type=int, default=200, help="steps of the loss-curve check per side (0: skip)")
+    p.add_argument("--curve-steps", type=int, default=100, help="steps of the loss-curve check per side (0: skip)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dry-run", action="store_true",
                    help="CPU plumbing check: batch 2, 1 block of 1 step, 4 curve steps, no compile")
@@ -127,13 +127,17 @@ def bfn_bench(net: dict[str, Any], official_cfg: Any, weights: dict[str, torch.T
     """bfn's model with the official-compatible network and the official weights, or None when bfn lacks it."""
     from bfn.config import list_presets, load_config
     from bfn.data.registry import list_datasets
+    from bfn.errors import ConfigError
     from bfn.models.hub import build_model
     from bfn.networks.registry import NETWORKS
     from bfn.training.trainer import data_info
 
     if net["preset"] not in list_presets() or net["network"] not in NETWORKS:
         return None
-    cfg = load_config(net["preset"])
+    try:
+        cfg = load_config(net["preset"])
+    except ConfigError:  # a preset of a newer bfn (e.g. options this checkout lacks)
+        return None
     if cfg.model.network.name != net["network"]:
         cfg.model.network.name, cfg.model.network.kwargs = net["network"], {}
     opt = official_cfg.optimizer
@@ -258,13 +262,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         device = torch.device("cuda")
     torch.set_float32_matmul_precision("high")  # the official train.py's setting, for both sides
     t0 = time.perf_counter()
-    nets = {}
+    nets: dict[str, Any] = {}
+    partial: dict[str, Any] = {}
     for name in [n.strip() for n in args.nets.split(",") if n.strip()]:
         if name not in NETS:
             raise SystemExit(f"unknown net {name!r}; choose from {', '.join(NETS)}")
         nets[name] = bench_net(name, args, device)
-    return {"benchmark": "gpu_speed", "dry_run": args.dry_run, "environment": common.environment(device),
-            "nets": nets, "wall_seconds": time.perf_counter() - t0}
+        partial = {"benchmark": "gpu_speed", "dry_run": args.dry_run, "environment": common.environment(device),
+                   "nets": nets, "wall_seconds": time.perf_counter() - t0}
+        common.write_json(output_dir(args), "gpu_speed", partial)  # what is done survives a time limit
+    return partial
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -295,11 +302,14 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def output_dir(args: argparse.Namespace) -> str:
+    return os.environ.get("OUT") or args.out
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     result = run(args)
-    out = os.environ.get("OUT") or args.out
-    path = common.write_json(out, "gpu_speed", result)
+    path = common.write_json(output_dir(args), "gpu_speed", result)
     print(markdown(result))
     print(f"wrote {path}")
     return 0

@@ -116,13 +116,15 @@ def manifold_metrics(real: Tensor, fake: Tensor, *, k: int = 5) -> dict[str, flo
 
 
 def label_statistics(logits: Tensor) -> dict[str, Any]:
-    """Mean classifier confidence (max softmax probability) and the predicted-label histogram with its entropy
-    (logits [N, classes]: 10 digits, or 100 numbers for two-digit canvases)."""
+    """Mean classifier confidence (max softmax probability), the share of images read with confidence >= 0.9
+    ("readable"), and the predicted-label histogram with its entropy (logits [N, classes]: 10 digits, or 100
+    numbers for two-digit canvases)."""
     probs = logits.double().softmax(-1)
     hist = torch.bincount(probs.argmax(-1), minlength=logits.shape[-1]).double()
     freq = hist / hist.sum()
     entropy = float(-(freq[freq > 0] * freq[freq > 0].log()).sum())
-    return {"confidence": float(probs.amax(-1).mean()), "label_entropy": entropy,
+    return {"confidence": float(probs.amax(-1).mean()), "readable": float((probs.amax(-1) >= 0.9).double().mean()),
+            "label_entropy": entropy,
             "label_histogram": [int(v) for v in hist]}
 
 
@@ -154,7 +156,8 @@ def sample_quality(samples: Tensor, reference: Tensor, *, classifier: nn.Module 
     out.update(label_statistics(logits_fake))
     out["label_entropy_max"] = math.log(logits_fake.shape[-1])
     ref = label_statistics(logits_real)
-    out["reference"] = {"confidence": ref["confidence"], "label_entropy": ref["label_entropy"]}
+    out["reference"] = {"confidence": ref["confidence"], "readable": ref["readable"],
+                        "label_entropy": ref["label_entropy"]}
     info = getattr(classifier, "info", None)
     if info is not None:
         out["classifier"] = {key: info[key] for key in ("test_accuracy", "test_accuracy_binarized", "recipe_version")}
