@@ -130,7 +130,6 @@ def bfn_bench(net: dict[str, Any], official_cfg: Any, weights: dict[str, torch.T
     from bfn.errors import ConfigError
     from bfn.models.hub import build_model
     from bfn.networks.registry import NETWORKS
-    from bfn.training.trainer import data_info
 
     if net["preset"] not in list_presets() or net["network"] not in NETWORKS:
         return None
@@ -145,9 +144,9 @@ def bfn_bench(net: dict[str, Any], official_cfg: Any, weights: dict[str, torch.T
     cfg.train.weight_decay = float(opt.get("weight_decay", 0.01))  # AdamW's default where the config has none
     cfg.train.grad_clip, cfg.train.ema_decay = float(official_cfg.training.grad_clip_norm), float(
         official_cfg.training.ema_decay)
-    spec = next(s for s in list_datasets() if s.name == cfg.data.name)
+    spec = next(e.spec for e in list_datasets() if e.spec.name == cfg.data.name)
     torch.manual_seed(seed)
-    model = build_model(cfg.model, data_info(spec))
+    model = build_model(cfg.model, spec)
     own = model.network.state_dict()  # the official input adapter's unused position table is dropped
     model.network.load_state_dict({k.removeprefix("net."): v for k, v in weights.items()
                                    if k.removeprefix("net.") in own})

@@ -193,7 +193,6 @@ class BfnSide:
         from bfn.models.hub import build_model
         from bfn.networks.registry import NETWORKS
         from bfn.training.allocator import keep_freed_memory
-        from bfn.training.trainer import data_info
 
         keep_freed_memory()  # what bfn train does on CPU
         cfg = load_config(PRESET)
@@ -208,7 +207,7 @@ class BfnSide:
         cfg.train.betas = [0.9, 0.98]
         spec = load_dataset(cfg.data.name, "test", root=cfg.data.root)[1]
         torch.manual_seed(seed)
-        model = build_model(cfg.model, data_info(spec))
+        model = build_model(cfg.model, spec)
         if self.identical:
             own = model.network.state_dict()  # the official input adapter's unused position table is dropped
             net_weights = {k.removeprefix("net."): v for k, v in weights.items() if k.removeprefix("net.") in own}
