@@ -257,6 +257,73 @@ def matmul_peak(device: torch.device, *, n: int = 2048, repeats: int = 7, dtype:
             "seconds": times}
 
 
+def conv_shapes(net: nn.Module, run: Callable[[], Any]) -> list[dict[str, Any]]:
+    """The stride-1 3x3 convolutions `net` runs during `run()`, grouped by shape (c_in, c_out, H, W, batch), with
+    their forward FLOPs (2 B H W c_in c_out 9 per call), largest share first."""
+    tally: dict[tuple[int, int, int, int, int], float] = {}
+
+    def hook(mod: nn.Module, args: tuple[Any, ...], out: Tensor) -> None:
+        b, c_out, h, w = out.shape
+        key = (mod.in_channels, c_out, h, w, b)
+        tally[key] = tally.get(key, 0.0) + 2.0 * b * h * w * mod.in_channels * c_out * 9
+
+    handles = [m.register_forward_hook(hook) for m in net.modules()
+               if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3) and m.stride == (1, 1) and m.groups == 1]
+    try:
+        run()
+    finally:
+        for h in handles:
+            h.remove()
+    total = sum(tally.values()) or 1.0
+    return [{"c_in": k[0], "c_out": k[1], "height": k[2], "width": k[3], "batch": k[4], "flops": v,
+             "share": v / total} for k, v in sorted(tally.items(), key=lambda kv: -kv[1])]
+
+
+def conv_peak(device: torch.device, *, c_in: int, c_out: int, height: int, width: int, batch: int,
+              backward: bool = True, repeats: int = 7, dtype: torch.dtype = torch.float32) -> dict[str, Any]:
+    """The attainable convolution rate at one shape: GFLOP/s of torch's own 3x3 convolution (nn.Conv2d, padding 1)
+    on [batch, c_in, height, width] -> c_out, forward + backward (input and weight gradients: 3x the forward
+    FLOPs) when `backward`, else forward only; median and best of `repeats` after two warm-ups. This is the
+    ceiling a conv network's training (or sampling) rate is compared with: a large fp32 torch.mm goes through
+    another library (MKL rather than oneDNN on CPU) and can be far from what a convolution reaches."""
+    gen = torch.Generator().manual_seed(0)
+    conv = nn.Conv2d(c_in, c_out, 3, padding=1).to(device=device, dtype=dtype)
+    x = torch.randn(batch, c_in, height, width, generator=gen).to(device=device, dtype=dtype)
+    if backward:
+        x.requires_grad_(True)
+        grad = torch.randn(batch, c_out, height, width, generator=gen).to(device=device, dtype=dtype)
+
+        def fn() -> None:
+            conv(x).backward(grad)
+            x.grad = None
+            conv.zero_grad(set_to_none=True)
+    else:
+        def fn() -> None:
+            with torch.no_grad():
+                conv(x)
+
+    times = measure(fn, device, warmup=2, repeats=repeats)
+    flops = 2.0 * batch * height * width * c_in * c_out * 9 * (3 if backward else 1)
+    return {"c_in": c_in, "c_out": c_out, "height": height, "width": width, "batch": batch, "backward": backward,
+            "dtype": str(dtype).removeprefix("torch."), "threads": torch.get_num_threads(),
+            "gflops_median": flops / median(times) / 1e9, "gflops_best": flops / min(times) / 1e9,
+            "seconds": times}
+
+
+def network_conv_peak(net: nn.Module, run: Callable[[], Any], device: torch.device, *, backward: bool,
+                      repeats: int = 7) -> dict[str, Any] | None:
+    """`conv_peak` at the shape that carries the largest share of `net`'s 3x3 convolution FLOPs in `run()` (its
+    channel counts, resolution and batch); None for a network without 3x3 convolutions."""
+    shapes = conv_shapes(net, run)
+    if not shapes:
+        return None
+    top = shapes[0]
+    peak = conv_peak(device, c_in=top["c_in"], c_out=top["c_out"], height=top["height"], width=top["width"],
+                     batch=top["batch"], backward=backward, repeats=repeats)
+    peak["share_of_network_conv_flops"] = top["share"]
+    return peak
+
+
 # --- models and data --------------------------------------------------------------------------------------------
 @dataclass
 class Bench:

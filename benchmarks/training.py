@@ -1,4 +1,4 @@
-"""Training throughput, FLOPs, matmul-peak fraction and peak memory of each preset's network.
+"""Training throughput, FLOPs, share of a measured convolution ceiling and peak memory of each preset's network.
 
     python -m benchmarks.training [--presets mnist-discrete,mixture-1d,...] [--repeats 5] [--threads 2]
     python -m benchmarks.training --device cuda --bf16 --presets all
@@ -12,8 +12,12 @@ figure is the median of `--repeats` timed repeats of `--iters` steps each. It re
 - images/s = batch size / median seconds per step (and the spread of the repeats);
 - FLOPs per image of the training forward pass and of forward + backward (FlopCounterMode: matmuls,
   convolutions, attention), and the achieved training GFLOP/s;
-- the machine's fp32 matmul peak measured in the same run (median GFLOP/s of a 2048 x 2048 torch.mm at the
-  current thread count; also bf16 with --bf16) and the achieved fraction = training FLOP/s / matmul peak;
+- the convolution ceiling measured in the same run: the GFLOP/s of torch's own 3x3 convolution, forward +
+  backward, at the shape that carries most of the network's convolution FLOPs (its channels, resolution and
+  batch), and the achieved fraction = training FLOP/s / that ceiling ("% of conv peak"; networks without 3x3
+  convolutions, e.g. the MLP, are compared with the matmul peak and marked "mm"). The fp32 matmul peak (a
+  2048 x 2048 torch.mm; also bf16 with --bf16) is still recorded, but it is not a ceiling for convolutions:
+  on CPU it goes through MKL and reaches less than oneDNN's convolutions do;
 - peak memory while training (CPU: peak RSS of the phase; CUDA: also max_memory_allocated);
 - the dtype the network really ran in (with --bf16 it shows whether autocast reached the network).
 
@@ -71,6 +75,8 @@ def bench_preset(preset: str, device: torch.device, args: argparse.Namespace, pe
     bench = common.build(preset, device, batch_size=batch, seed=args.seed)
     flops_fwd = common.count_flops(common.forward_only(bench, bf16=args.bf16))
     flops_train = common.count_flops(common.loss_backward(bench, bf16=args.bf16))
+    conv = common.network_conv_peak(bench.model.network, common.forward_only(bench), device, backward=True,
+                                    repeats=3 if args.quick else 7)
     step = common.train_step(bench, bf16=args.bf16)
     warmup, repeats, iters = (1, 2, 1) if args.quick else (max(args.warmup, 1), args.repeats, args.iters)
     with common.peak_memory(device) as memory:
@@ -92,6 +98,8 @@ def bench_preset(preset: str, device: torch.device, args: argparse.Namespace, pe
         "seconds_per_step_median": sec, "spread": common.spread(times), "images_per_s": ips,
         "flops_forward_per_image": flops_fwd / b, "flops_train_per_image": flops_train / b,
         "achieved_gflops": gflops, "fraction_of_fp32_matmul_peak": gflops / peak["gflops_median"],
+        "conv_peak": conv, "fraction_of_conv_peak": gflops / (conv or peak)["gflops_median"],
+        "ceiling": "conv" if conv else "mm",
         "network_dtype": common.network_dtype(bench, bf16=args.bf16), "memory": memory,
     }
     if "bf16_peak" in peak:
@@ -112,7 +120,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         row = bench_preset(preset, device, args, peak)
         rows.append(row)
         print(f"train {preset:24s} batch {row['batch_size']:4d}  {row['images_per_s']:10.1f} img/s  "
-              f"{row['achieved_gflops']:7.1f} GFLOP/s ({100 * row['fraction_of_fp32_matmul_peak']:.0f}% of mm peak)"
+              f"{row['achieved_gflops']:7.1f} GFLOP/s ({100 * row['fraction_of_conv_peak']:.0f}% of "
+              f"{row['ceiling']} peak)"
               f"  peak RSS {row['memory']['peak_rss_mib']:.0f} MiB", flush=True)
     return {"benchmark": "training", "quick": args.quick, "environment": env, "matmul_peak": peak,
             "presets": rows}
@@ -122,13 +131,14 @@ def markdown(result: dict[str, Any]) -> str:
     peak = result["matmul_peak"]
     cuda = result["environment"]["device"].startswith("cuda")
     headers = ["preset", "params", "batch", "img/s", "ms/step", "spread", "fwd MFLOP/img", "train MFLOP/img",
-               "GFLOP/s", "% of mm peak", "peak RSS MiB"] + (["CUDA peak MiB"] if cuda else [])
+               "GFLOP/s", "% of conv peak", "peak RSS MiB"] + (["CUDA peak MiB"] if cuda else [])
     rows = []
     for r in result["presets"]:
         row = [r["preset"], f"{r['parameters'] / 1e6:.2f}M", r["batch_size"], common.fmt(r["images_per_s"]),
                common.fmt(1e3 * r["seconds_per_step_median"]), f"{100 * r['spread']:.0f}%",
                common.fmt(r["flops_forward_per_image"] / 1e6), common.fmt(r["flops_train_per_image"] / 1e6),
-               common.fmt(r["achieved_gflops"]), f"{100 * r['fraction_of_fp32_matmul_peak']:.0f}%",
+               common.fmt(r["achieved_gflops"]),
+               f"{100 * r['fraction_of_conv_peak']:.0f}%" + ("" if r["ceiling"] == "conv" else " (mm)"),
                common.fmt(r["memory"]["peak_rss_mib"], 0)]
         if cuda:
             row.append(common.fmt(r["memory"].get("cuda_max_allocated_mib"), 0))
@@ -136,8 +146,13 @@ def markdown(result: dict[str, Any]) -> str:
     net_dtypes = sorted({r["network_dtype"] for r in result["presets"]})
     lines = [f"### Training throughput ({common.env_line(result['environment'])})", "",
              common.table(headers, rows), "",
-             f"fp32 matmul peak ({peak['n']}x{peak['n']} torch.mm, {peak['threads']} thread(s)): "
-             f"{peak['gflops_median']:.1f} GFLOP/s median, {peak['gflops_best']:.1f} best."]
+             "Conv peak: torch's 3x3 convolution, forward + backward, at the shape carrying most of the network's "
+             "convolution FLOPs: " + "; ".join(
+                 f"{r['preset']} {c['c_in']}->{c['c_out']} ch at {c['height']}x{c['width']}, batch {c['batch']}: "
+                 f"{c['gflops_median']:.1f} GFLOP/s" for r in result["presets"] if (c := r.get("conv_peak"))) + ".",
+             f"fp32 matmul peak ({peak['n']}x{peak['n']} torch.mm, {peak['threads']} thread(s)), for reference and "
+             f"for networks without convolutions: {peak['gflops_median']:.1f} GFLOP/s median, "
+             f"{peak['gflops_best']:.1f} best."]
     if "bf16_peak" in peak:
         lines.append(f"bf16 matmul peak: {peak['bf16_peak']['gflops_median']:.1f} GFLOP/s median.")
     lines.append(f"Network output dtype in training: {', '.join(net_dtypes)}. One step = forward, backward, grad "

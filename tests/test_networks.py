@@ -56,6 +56,8 @@ T = torch.tensor([0.1, 0.5, 0.9])
         (32, 3, 3, {"attention_resolutions": (16, 8), "num_res_blocks": 2}),
         (32, 3, 6, {"channel_mult": (1, 2, 2, 2)}),
         (64, 1, 2, {"channel_mult": (1, 2, 2, 2), "attention_resolutions": (16,), "num_classes": 3}),
+        (64, 1, 1, {"channel_mult": (1, 2, 2), "attention_resolutions": (8,), "patch_size": 2}),
+        (32, 3, 6, {"patch_size": 4}),
     ],
 )
 def test_unet_shapes(size, c_in, c_out, kwargs):
@@ -182,7 +184,35 @@ def test_unet_wrong_spatial_size_raises():
         net(torch.randn(1, 3, 28, 28), torch.rand(1))
 
 
+def test_unet_patches_run_the_unet_at_a_lower_resolution():
+    """patch_size p: the first conv sees p*p times the channels at H/p, the output is put back pixel by pixel, and
+    the convolution FLOPs drop about p*p-fold against the same U-Net at full resolution."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x, t = torch.randn(2, 1, 32, 32), torch.rand(2)
+    flops = {}
+    for p in (1, 2):
+        net = UNet(in_channels=1, out_channels=1, image_size=32, patch_size=p, **SMALL_UNET)
+        assert net.conv_in.in_channels == p * p and net.conv_out.out_channels == p * p
+        seen: list[tuple[int, ...]] = []
+        net.conv_in.register_forward_hook(lambda mod, args, out, seen=seen: seen.append(tuple(args[0].shape)))
+        with FlopCounterMode(display=False) as counter:
+            net(x, t)
+        flops[p] = counter.get_total_flops()
+        assert seen == [(2, p * p, 32 // p, 32 // p)]
+    assert 3.0 < flops[1] / flops[2] < 4.5
+    # the output of pixel (i, j) is channel (i % 2) * 2 + j % 2 of patch (i // 2, j // 2)
+    net = UNet(in_channels=1, out_channels=1, image_size=32, patch_size=2, **SMALL_UNET)
+    perturb_output_layer(net)
+    captured = []
+    net.conv_out.register_forward_hook(lambda mod, args, out: captured.append(out))
+    y = net(x, t)
+    assert torch.equal(y[:, 0, 1::2, 0::2], captured[0][:, 2])
+
+
 def test_unet_config_errors():
+    with pytest.raises(ConfigError, match="patch_size"):
+        UNet(in_channels=1, out_channels=1, image_size=28, patch_size=3)
     with pytest.raises(ConfigError, match="attention_resolutions"):
         UNet(in_channels=1, out_channels=1, attention_resolutions=(16,))
     with pytest.raises(ConfigError, match="num_groups"):

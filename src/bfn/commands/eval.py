@@ -2,7 +2,8 @@
 
 --nll evaluates the bounds L^n + L^r (and L^inf + L^r for "inf") on the run's test split, R Monte Carlo repeats
 per example, with standard errors over examples. --quality samples the model and compares the samples with the
-test split in the features of bfn's own MNIST classifier (28x28 single-channel data only); the test images are
+test split in the features of bfn's own MNIST classifier (28x28 digits) or two-digit recogniser (64x64 multi-digit
+canvases); the test images are
 taken in the model's data format (binarized data: one seeded binarization, 16 bins: bin centres), so that the
 samples are compared with data of their own kind.
 """
@@ -78,11 +79,19 @@ def is_text_run(model: Any) -> bool:
     return data_is_text(model.data)
 
 
-def quality_shape_check(model: Any) -> None:
+def quality_shape_check(model: Any) -> Any:
+    """The classifier recipe for the run's images: bfn's MNIST classifier for 28x28 digits, the two-digit
+    recogniser for 64x64 multi-digit canvases."""
+    from bfn.evaluation.classifier import MNIST
+    from bfn.evaluation.multidigit import TWO_DIGIT
 
     shape = model.data.shape
+    for recipe in (MNIST, TWO_DIGIT):
+        if tuple(shape) == recipe.factory.image_shape:
+            return recipe
     if shape != (1, 28, 28):
-        raise ConfigError(f"--quality uses bfn's MNIST classifier and needs 28x28 single-channel images; this run's "
+        raise ConfigError(f"--quality uses bfn's MNIST classifier and needs 28x28 single-channel images (or its "
+                          f"two-digit recogniser: 64x64 canvases); this run's "
                           f"data have shape {shape}. Use --nll, or `bfn show RUN --grid` to look at samples")
 
 
@@ -145,7 +154,9 @@ def quality_table(result: dict[str, Any]) -> str:
             ("classifier confidence", f"{result['confidence']:.3f} (test data {ref['confidence']:.3f})"),
             ("label entropy (nats)", f"{result['label_entropy']:.3f} of max {result['label_entropy_max']:.3f} "
                                      f"(test data {ref['label_entropy']:.3f})"),
-            ("label histogram 0-9", " ".join(str(v) for v in result["label_histogram"]))]
+            ("readable (max prob >= 0.9)", f"{result['readable']:.3f} (test data {ref['readable']:.3f})"),
+            (f"label histogram 0-{len(result['label_histogram']) - 1}",
+             " ".join(str(v) for v in result["label_histogram"]))]
     width = max(len(r[0]) for r in rows)
     return "\n".join(f"{name.ljust(width)}  {value}" for name, value in rows)
 
@@ -180,7 +191,7 @@ def run(args: argparse.Namespace) -> int:
     loaded = load_run(run_dir, device=device, sampler=one_sampler)
     cfg, model = loaded.cfg, loaded.model
     if args.quality:
-        quality_shape_check(model)
+        recipe = quality_shape_check(model)
     test = test_split(loaded)
     progress = not args.no_progress
     context = {"run": str(run_dir), "model_step": model.config.get("step"), "dataset": cfg.data.name,
@@ -227,11 +238,14 @@ def run(args: argparse.Namespace) -> int:
                                      num_classes=info.classes)
         samples = draw_samples(model, args.n, steps, sampler=sampler, final=args.final, seed=args.seed,
                                batch_size=args.batch_size, progress=progress)
-        result = sample_quality(samples, reference, seed=args.seed, device=device)
+        from bfn.evaluation.classifier import load_classifier
+
+        result = sample_quality(samples, reference, seed=args.seed, device=device,
+                                classifier=load_classifier(device=device, recipe=recipe))
         result = {**context, "sampling_steps": steps, "sampler": sampler, "final": args.final, "seed": args.seed,
                   **result, "wall_seconds": time.perf_counter() - t0}
         print(f"{args.n} samples ({sampler}, {steps} steps, final={args.final}) against {reference.shape[0]} test "
-              f"images, in the features of bfn's MNIST classifier (test accuracy "
+              f"images, in the features of bfn's {recipe.name} classifier (test accuracy "
               f"{100 * result.get('classifier', {}).get('test_accuracy', float('nan')):.1f}%)")
         print(quality_table(result))
         print(f"wrote {write_eval(run_dir, 'quality', result)}")

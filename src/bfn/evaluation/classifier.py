@@ -18,6 +18,8 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,8 @@ class MnistCNN(nn.Module):
     """Grey (or binary) 28x28 digits in [0, 1] -> 10 logits; `features` gives the 128-d penultimate layer."""
 
     num_features = 128
+    image_shape = (1, 28, 28)
+    num_classes = NUM_CLASSES
 
     def __init__(self, width: int = 16) -> None:
         super().__init__()
@@ -58,14 +62,16 @@ class MnistCNN(nn.Module):
         return self.head(self.dropout(self.features(x)))
 
 
-def check_images(x: Tensor, what: str = "images") -> Tensor:
-    """float32 [N, 1, 28, 28] in [0, 1] from [N, 1, 28, 28] or [N, 28, 28] (bool/int {0, 1} allowed)."""
+def check_images(x: Tensor, what: str = "images", shape: tuple[int, int, int] = (1, 28, 28)) -> Tensor:
+    """float32 [N, *shape] in [0, 1] from [N, *shape] or [N, H, W] (bool/int {0, 1} allowed); shape (1, 28, 28)
+    for MNIST digits, (1, 64, 64) for two-digit canvases."""
     if not isinstance(x, Tensor):
         raise DataError(f"{what} must be a torch.Tensor, got {type(x).__name__}")
     if x.ndim == 3:
         x = x.unsqueeze(1)
-    if x.ndim != 4 or tuple(x.shape[1:]) != (1, 28, 28):
-        raise DataError(f"{what} must have shape (N, 1, 28, 28) (MNIST-like data), got {tuple(x.shape)}")
+    if x.ndim != 4 or tuple(x.shape[1:]) != tuple(shape):
+        raise DataError(f"{what} must have shape (N, {', '.join(map(str, shape))}) (the classifier's input), got "
+                        f"{tuple(x.shape)}")
     if x.shape[0] == 0:
         raise DataError(f"{what} is empty")
     x = x.float()
@@ -78,10 +84,11 @@ def check_images(x: Tensor, what: str = "images") -> Tensor:
 # --- training ---------------------------------------------------------------------------------------------
 def _jitter(x: Tensor, generator: torch.Generator) -> Tensor:
     """Random affine jitter per image: rotation up to 12 degrees, scale 0.9-1.1, shift up to 2.5 pixels."""
+    half = x.shape[-1] / 2  # pixels per grid unit
     n = x.shape[0]
     angle = (torch.rand(n, generator=generator) * 2 - 1) * math.radians(12)
     scale = 1 + (torch.rand(n, generator=generator) * 2 - 1) * 0.1
-    shift = (torch.rand(n, 2, generator=generator) * 2 - 1) * (2.5 / 14)  # in grid units: 14 pixels = 1
+    shift = (torch.rand(n, 2, generator=generator) * 2 - 1) * (2.5 / half)  # in grid units: W/2 pixels = 1
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
@@ -89,14 +96,15 @@ def _jitter(x: Tensor, generator: torch.Generator) -> Tensor:
 
 
 def train_classifier(images: Tensor, labels: Tensor, *, epochs: int = 8, batch_size: int = 64, lr: float = 3e-3,
-                     seed: int = 0) -> MnistCNN:
-    """Train `MnistCNN` on grey images [N, 1, 28, 28] in [0, 1] and labels [N] (CPU, deterministic for a seed):
-    AdamW with a one-cycle schedule, affine jitter, and half of each batch dynamically binarized."""
-    images, labels = check_images(images, "training images"), labels.long()
+                     seed: int = 0, factory: Callable[[], nn.Module] = MnistCNN) -> nn.Module:
+    """Train `factory()` (default `MnistCNN`) on grey images [N, *factory.image_shape] in [0, 1] and labels [N]
+    (CPU, deterministic for a seed): AdamW with a one-cycle schedule, affine jitter, and half of each batch
+    dynamically binarized; the loss is the cross-entropy of the model's logits."""
+    images, labels = check_images(images, "training images", factory.image_shape), labels.long()
     gen = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = MnistCNN()
+        model = factory()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     per_epoch = images.shape[0] // batch_size
     if per_epoch == 0:
@@ -121,8 +129,9 @@ def train_classifier(images: Tensor, labels: Tensor, *, epochs: int = 8, batch_s
 
 
 @torch.no_grad()
-def predict(model: MnistCNN, images: Tensor, *, batch_size: int = 1000) -> tuple[Tensor, Tensor]:
-    """(features [N, 128], logits [N, 10]) in eval mode, batched, on the model's device; returned on the CPU."""
+def predict(model: nn.Module, images: Tensor, *, batch_size: int = 1000) -> tuple[Tensor, Tensor]:
+    """(features [N, F], logits [N, classes]) from the model's `features` and `head`, in eval mode, batched, on
+    the model's device; returned on the CPU."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -136,8 +145,8 @@ def predict(model: MnistCNN, images: Tensor, *, batch_size: int = 1000) -> tuple
     return torch.cat(feats), torch.cat(logits)
 
 
-def accuracy(model: MnistCNN, images: Tensor, labels: Tensor) -> float:
-    """Share of images whose predicted digit is the label."""
+def accuracy(model: nn.Module, images: Tensor, labels: Tensor) -> float:
+    """Share of images whose predicted label (the digit; the number 0..99 of a two-digit canvas) is the label."""
     _, logits = predict(model, images)
     return float((logits.argmax(1) == labels.long().cpu()).float().mean())
 
@@ -164,7 +173,7 @@ def _data_fingerprint(images: Tensor, labels: Tensor) -> str:
     return h.hexdigest()[:16]
 
 
-def _save(model: MnistCNN, path: Path, metadata: dict[str, str]) -> None:
+def _save(model: nn.Module, path: Path, metadata: dict[str, str]) -> None:
     from safetensors.torch import save_file
 
     from bfn.utils.io import atomic_write
@@ -173,8 +182,9 @@ def _save(model: MnistCNN, path: Path, metadata: dict[str, str]) -> None:
     atomic_write(path, lambda tmp: save_file(state, tmp, metadata=metadata))
 
 
-def _load(path: Path, fingerprint: str) -> tuple[MnistCNN, dict[str, str]] | None:
+def _load(path: Path, fingerprint: str, recipe: Recipe | None = None) -> tuple[nn.Module, dict[str, str]] | None:
     """The cached classifier, or None when it is absent, corrupt or from another recipe or data."""
+    recipe = recipe or MNIST
     from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 
@@ -186,9 +196,9 @@ def _load(path: Path, fingerprint: str) -> tuple[MnistCNN, dict[str, str]] | Non
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError):
         return None
-    if meta.get("recipe_version") != RECIPE_VERSION or meta.get("train_data") != fingerprint:
+    if meta.get("recipe_version") != recipe.version or meta.get("train_data") != fingerprint:
         return None
-    model = MnistCNN()
+    model = recipe.factory()
     try:
         model.load_state_dict(state)
     except RuntimeError:
@@ -196,30 +206,48 @@ def _load(path: Path, fingerprint: str) -> tuple[MnistCNN, dict[str, str]] | Non
     return model.eval(), meta
 
 
+@dataclass(frozen=True)
+class Recipe:
+    """What a cached classifier is: its architecture, its recipe version, its cache file, its data and epochs."""
+
+    name: str
+    factory: Callable[[], nn.Module]
+    version: str
+    cache_name: str
+    split: Callable[[str], tuple[Tensor, Tensor]]
+    epochs: int = 8
+
+
+MNIST = Recipe("MNIST", MnistCNN, RECIPE_VERSION, CACHE_NAME, mnist_split)
+
+
 def load_classifier(*, device: str | torch.device = "cpu", retrain: bool = False, verbose: bool = True,
-                    path: str | os.PathLike[str] | None = None) -> MnistCNN:
-    """The MNIST classifier: from the cache, or trained now (its test accuracy printed to stderr) and cached.
+                    path: str | os.PathLike[str] | None = None, recipe: Recipe | None = None) -> nn.Module:
+    """The classifier of `recipe` (default: the MNIST digit classifier): from the cache, or trained now (its test
+    accuracy printed to stderr) and cached.
 
     The returned model carries `info`: test accuracy on grey and on binarized test images, training seconds.
     """
-    path = Path(path) if path is not None else cache_dir() / CACHE_NAME
-    x_train, y_train = mnist_split("train")
+    recipe = recipe or MNIST
+    path = Path(path) if path is not None else cache_dir() / recipe.cache_name
+    x_train, y_train = recipe.split("train")
     fingerprint = _data_fingerprint(x_train, y_train)
-    loaded = None if retrain else _load(path, fingerprint)
+    loaded = None if retrain else _load(path, fingerprint, recipe)
     if loaded is None:
         t0 = time.perf_counter()
-        model = train_classifier(x_train, y_train)
+        model = train_classifier(x_train, y_train, factory=recipe.factory, epochs=recipe.epochs)
         seconds = time.perf_counter() - t0
-        x_test, y_test = mnist_split("test")
+        x_test, y_test = recipe.split("test")
         acc = accuracy(model, x_test, y_test)
         acc_bin = accuracy(model, torch.bernoulli(x_test, generator=torch.Generator().manual_seed(0)), y_test)
-        meta = {"recipe_version": RECIPE_VERSION, "train_data": fingerprint, "test_accuracy": f"{acc:.4f}",
+        meta = {"recipe_version": recipe.version, "train_data": fingerprint, "test_accuracy": f"{acc:.4f}",
                 "test_accuracy_binarized": f"{acc_bin:.4f}", "train_seconds": f"{seconds:.1f}",
                 "train_examples": str(x_train.shape[0]), "test_examples": str(x_test.shape[0])}
         _save(model, path, meta)
         if verbose:
-            print(f"trained the MNIST classifier in {seconds:.1f} s on {x_train.shape[0]} images: test accuracy "
-                  f"{100 * acc:.1f}% (grey), {100 * acc_bin:.1f}% (binarized); cached in {path}", file=sys.stderr)
+            print(f"trained the {recipe.name} classifier in {seconds:.1f} s on {x_train.shape[0]} images: test "
+                  f"accuracy {100 * acc:.1f}% (grey), {100 * acc_bin:.1f}% (binarized); cached in {path}",
+                  file=sys.stderr)
     else:
         model, meta = loaded
     model.info = classifier_info(meta, path)  # type: ignore[assignment]

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from bfn.errors import ConfigError
-from bfn.evaluation.classifier import NUM_CLASSES, MnistCNN, check_images, load_classifier, predict
+from bfn.evaluation.classifier import check_images, load_classifier, predict
 
 
 class _Precomputed(nn.Module):
@@ -116,27 +116,32 @@ def manifold_metrics(real: Tensor, fake: Tensor, *, k: int = 5) -> dict[str, flo
 
 
 def label_statistics(logits: Tensor) -> dict[str, Any]:
-    """Mean classifier confidence (max softmax probability) and the predicted-label histogram with its entropy."""
+    """Mean classifier confidence (max softmax probability), the share of images read with confidence >= 0.9
+    ("readable"), and the predicted-label histogram with its entropy (logits [N, classes]: 10 digits, or 100
+    numbers for two-digit canvases)."""
     probs = logits.double().softmax(-1)
-    hist = torch.bincount(probs.argmax(-1), minlength=NUM_CLASSES).double()
+    hist = torch.bincount(probs.argmax(-1), minlength=logits.shape[-1]).double()
     freq = hist / hist.sum()
     entropy = float(-(freq[freq > 0] * freq[freq > 0].log()).sum())
-    return {"confidence": float(probs.amax(-1).mean()), "label_entropy": entropy,
+    return {"confidence": float(probs.amax(-1).mean()), "readable": float((probs.amax(-1) >= 0.9).double().mean()),
+            "label_entropy": entropy,
             "label_histogram": [int(v) for v in hist]}
 
 
-def sample_quality(samples: Tensor, reference: Tensor, *, classifier: MnistCNN | None = None, k: int = 5,
+def sample_quality(samples: Tensor, reference: Tensor, *, classifier: nn.Module | None = None, k: int = 5,
                    kid_subsets: int = 100, kid_subset_size: int | None = None, seed: int = 0,
                    device: str | torch.device | None = None) -> dict[str, Any]:
-    """Quality of MNIST-like `samples` [N, 1, 28, 28] in [0, 1] against held-out `reference` images (same
-    format), in the features of bfn's MNIST classifier (trained and cached on first use).
+    """Quality of `samples` [N, *classifier.image_shape] in [0, 1] against held-out `reference` images (same
+    format), in the features of a bfn classifier: by default the MNIST one (trained and cached on first use) for
+    [N, 1, 28, 28] digits; pass `load_classifier(recipe=TWO_DIGIT)` for 64x64 two-digit canvases.
 
     Returns fid, kid (+ kid_std), precision, recall, density, coverage (k-NN with `k`), the samples' mean
-    classifier confidence, label entropy (max ln 10) and label histogram, the same label statistics for the
-    reference (for context), and the classifier's own test accuracy.
+    classifier confidence, label entropy (max ln of the number of classes) and label histogram, the same label
+    statistics for the reference (for context), and the classifier's own test accuracy.
     """
-    samples = check_images(samples, "samples")
-    reference = check_images(reference, "reference images")
+    shape = getattr(classifier, "image_shape", (1, 28, 28))
+    samples = check_images(samples, "samples", shape)
+    reference = check_images(reference, "reference images", shape)
     if classifier is None:
         classifier = load_classifier(device=device or "cpu")
     elif device is not None:
@@ -149,9 +154,10 @@ def sample_quality(samples: Tensor, reference: Tensor, *, classifier: MnistCNN |
                            "kid": kid, "kid_std": kid_std, "k": k}
     out.update(manifold_metrics(f_real, f_fake, k=k))
     out.update(label_statistics(logits_fake))
-    out["label_entropy_max"] = math.log(NUM_CLASSES)
+    out["label_entropy_max"] = math.log(logits_fake.shape[-1])
     ref = label_statistics(logits_real)
-    out["reference"] = {"confidence": ref["confidence"], "label_entropy": ref["label_entropy"]}
+    out["reference"] = {"confidence": ref["confidence"], "readable": ref["readable"],
+                        "label_entropy": ref["label_entropy"]}
     info = getattr(classifier, "info", None)
     if info is not None:
         out["classifier"] = {key: info[key] for key in ("test_accuracy", "test_accuracy_binarized", "recipe_version")}

@@ -308,6 +308,9 @@ def _set_threads(tc: TrainConfig, device: torch.device, main: bool) -> None:
         return
     if tc.threads:
         torch.set_num_threads(tc.threads)
+    from bfn.training.allocator import keep_freed_memory
+
+    keep_freed_memory()  # no page faults for re-allocated activations; same numbers
     if tc.precision != "no" and main:
         warnings.warn(f"train.precision={tc.precision} on a CPU: autocast is emulated on most CPUs and was 10x "
                       "slower than float32 in benchmarks/optimisations.py; use train.precision=no", stacklevel=3)
