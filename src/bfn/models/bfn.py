@@ -192,7 +192,7 @@ class BFN(GenerativeModel):
         if inpaint is not None:
             known, mask = check_observation(*inpaint, (n, *self.data_shape))
             known = self.check_batch(known.to(device))
-            output_fn = observed_output_fn(output_fn, known, mask.to(device), inpaint_method)
+            output_fn = observed_output_fn(self.flow, output_fn, known, mask.to(device), inpaint_method)
         shown, close = progress_callback(callback, steps, progress)
         try:
             return fn(self.flow, output_fn, (n, *self.data_shape), steps, generator=generator,
