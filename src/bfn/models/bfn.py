@@ -59,7 +59,9 @@ class BFN(GenerativeModel):
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(likelihood="bound", conditional=self._conditional, guidance=self._conditional,
+        # a distilled student (bfn distill) fits its teacher's trajectories: the BFN loss no longer bounds -ln p(x)
+        likelihood = "none" if "distilled" in self.config else "bound"
+        return Capabilities(likelihood=likelihood, conditional=self._conditional, guidance=self._conditional,
                             inpainting=True, samplers=tuple(SAMPLERS), default_steps=100, nll_steps=True)
 
     def networks(self) -> list[nn.Module]:
@@ -147,6 +149,9 @@ class BFN(GenerativeModel):
                   generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """One-sample estimates [B] of the terms of the bound on -ln p(x) in nats (Graves et al. 2023, §3.10):
         {"L^n": n-step loss, "L^r": reconstruction loss}, or {"L^inf": ..., "L^r": ...} for steps "inf"/None."""
+        if "distilled" in self.config:
+            raise ConfigError("this model is a distilled student (bfn distill): the BFN loss is no bound on its "
+                              "likelihood; evaluate its teacher's NLL instead")
         n = parse_steps(steps)
         name = "L^inf" if n is None else f"L^{n}"
         return {name: self.loss(x, loss="continuous" if n is None else n, cond=cond, generator=generator),
