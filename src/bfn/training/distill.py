@@ -206,22 +206,29 @@ class DistillingBFN(BFN):
 
     def _step_loss(self, output: Any, states: Tensor, z: Tensor, j: Tensor, sizes: Tensor, t: Tensor) -> Tensor:
         b = z.shape[0]
-        nxt = (j + sizes).clamp_max(self.steps - 1)
+        nxt = (j + sizes).clamp_max(self.steps - 1)  # the last interval's entry is a finite dummy (unused)
         z_s = states[torch.arange(b, device=z.device), nxt]
         s_time = torch.tensor(self.grid, device=z.device, dtype=torch.float64)[nxt]
-        coef = [self._coefficients(float(t[i]), float(s_time[i])) for i in range(b)]
-        ratio, gain = (append_dims(torch.tensor(c, device=z.device, dtype=z.dtype), z.ndim)
-                       for c in zip(*coef, strict=True))
-        target = (z_s - ratio * z) / gain
+        target = ode_step_target(self.path, z, z_s, [float(v) for v in t], [float(v) for v in s_time])
         return (self.flow.state_target(output) - target).flatten(1).pow(2).sum(1)
 
-    def _coefficients(self, t: float, s: float) -> tuple[float, float]:
-        """(s_s / s_t, a_s (1 - e^-h)) of the first-order ODE step t -> s; (0, 1) for s = t (the last interval,
-        whose step loss is not used: a finite dummy, since torch.where passes NaN gradients of the unused side)."""
-        if s <= t:
-            return 0.0, 1.0
-        h = self.path.log_snr(s) - self.path.log_snr(t)
-        return self.path.noise(s) / self.path.noise(t), self.path.signal(s) * -math.expm1(-h)
+
+def ode_step_target(path: GaussianPath, z_t: Tensor, z_s: Tensor, t: list[float], s: list[float]) -> Tensor:
+    """Per example i, the data estimate D* with which one first-order ODE step from z_t at t[i] lands on z_s at
+    s[i]: D* = (z_s - (s_s / s_t) z_t) / (a_s (1 - e^-h)), h = lambda_s - lambda_t (module docstring). Examples with
+    s[i] <= t[i] get a finite dummy (z_s itself): torch.where would pass NaN gradients of a 0/0 on."""
+    ratio, gain = [], []
+    for ti, si in zip(t, s, strict=True):
+        if si <= ti:
+            ratio.append(0.0)
+            gain.append(1.0)
+            continue
+        h = path.log_snr(si) - path.log_snr(ti)
+        ratio.append(path.noise(si) / path.noise(ti))
+        gain.append(path.signal(si) * -math.expm1(-h))
+    ratio_t, gain_t = (append_dims(torch.tensor(v, device=z_t.device, dtype=z_t.dtype), z_t.ndim)
+                       for v in (ratio, gain))
+    return (z_s - ratio_t * z_t) / gain_t
 
 
 def student_setup(teacher: BFN, run_dir: Path, settings: DistillSettings) -> tuple[DistillingBFN, Any, None]:
