@@ -90,7 +90,8 @@ def test_distill_end_to_end(tmp_path, capsys):
     assert steps[-1] == 10
     # the student is a normal BFN: loads, samples with the distilled sampler, has no likelihood
     model = from_pretrained(student)
-    assert type(model) is BFN and not model.has_likelihood and from_pretrained(teacher).has_likelihood
+    assert type(model) is BFN and model.capabilities.likelihood == "none"
+    assert from_pretrained(teacher).capabilities.likelihood == "bound"
     x = model.sample(32, 2, sampler="distilled", generator=torch.Generator().manual_seed(0))
     assert x.shape == (32, 1) and torch.isfinite(x).all()
     with pytest.raises(ConfigError, match="distilled"):

@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from bfn.training.distill import (
         SETTINGS_NAME,
         DistillSettings,
+        bfn_teacher,
         read_settings,
         student_setup,
         teacher_pass,
@@ -74,15 +75,11 @@ def run(args: argparse.Namespace) -> int:
         settings = DistillSettings(teacher=str(teacher_dir), steps=args.student_steps, substeps=args.substeps,
                                    trajectories=args.trajectories, seed=args.seed).check()
     cfg = load_config(str(teacher_dir / "config.yaml"), [*DEFAULTS, *args.overrides])
-    if cfg.model.type != "bfn":
-        raise ConfigError(f"bfn distill needs a BFN teacher; {teacher_dir} holds a {cfg.model.type} model")
     cfg.name = out.name
     cpu = args.device == "cpu" or (args.device == "auto" and not torch.cuda.is_available())
     if cfg.train.threads and cpu:
         torch.set_num_threads(cfg.train.threads)
-    teacher = from_pretrained(teacher_dir, device="cpu" if cpu else "cuda")
-    if "distilled" in teacher.config:
-        raise ConfigError(f"{teacher_dir} is itself a distilled student; distill its teacher instead")
+    teacher = bfn_teacher(from_pretrained(teacher_dir, device="cpu" if cpu else "cuda"))
     with lock_run_dir(out):  # one process per folder, also during the teacher pass
         if not args.resume:
             write_settings(out, settings)

@@ -12,7 +12,15 @@ from torch import Tensor, nn
 from bfn.data.spec import DataSpec
 from bfn.errors import ConfigError
 from bfn.flows.base import BayesianFlow
-from bfn.models.base import Capabilities, FinalChoice, GenerativeModel, SampleCallback, SampleStep, progress_callback
+from bfn.models.base import (
+    Capabilities,
+    FinalChoice,
+    GenerativeModel,
+    LikelihoodKind,
+    SampleCallback,
+    SampleStep,
+    progress_callback,
+)
 from bfn.models.layout import Layout, from_network, to_network
 from bfn.models.validation import check_data_shape
 from bfn.samplers import SAMPLERS, StepInfo, get_sampler
@@ -60,7 +68,7 @@ class BFN(GenerativeModel):
     @property
     def capabilities(self) -> Capabilities:
         # a distilled student (bfn distill) fits its teacher's trajectories: the BFN loss no longer bounds -ln p(x)
-        likelihood = "none" if "distilled" in self.config else "bound"
+        likelihood: LikelihoodKind = "none" if "distilled" in self.config else "bound"
         return Capabilities(likelihood=likelihood, conditional=self._conditional, guidance=self._conditional,
                             inpainting=True, samplers=tuple(SAMPLERS), default_steps=100, nll_steps=True)
 

@@ -35,6 +35,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from bfn.errors import CheckpointError, ConfigError
+from bfn.models.base import GenerativeModel
 from bfn.models.bfn import BFN
 from bfn.samplers.bfn_solver import solver_step
 from bfn.samplers.distilled import student_grid
@@ -84,7 +85,8 @@ def read_settings(run_dir: Path) -> DistillSettings:
 def _fine_grid(path: GaussianPath, grid: list[float], substeps: int) -> tuple[list[float], list[int]]:
     """Teacher times: each student interval split uniformly in lambda (the last, up to t = 1, in 2 x substeps);
     returns the times and the index in them of each student grid time."""
-    times, marks = [], []
+    times: list[float] = []
+    marks: list[int] = []
     for j in range(len(grid) - 1):
         marks.append(len(times))
         lo, hi = path.log_snr(grid[j]), path.log_snr(grid[j + 1])
@@ -129,7 +131,11 @@ def teacher_pass(teacher: BFN, run_dir: Path, settings: DistillSettings, *, prog
             n = min(settings.chunk, settings.trajectories - c * settings.chunk)
             gen = torch.Generator(device=teacher.device).manual_seed(settings.seed * 1_000_003 + c)
             data = teacher_chunk(teacher, settings, n, gen)
-            atomic_write(folder / f"chunk_{c:04d}.pt", lambda tmp, data=data: torch.save(data, tmp))
+
+            def write(tmp: str, data: dict[str, Tensor] = data) -> None:
+                torch.save(data, tmp)
+
+            atomic_write(folder / f"chunk_{c:04d}.pt", write)
             bar.update(1)
 
 
@@ -229,6 +235,15 @@ def ode_step_target(path: GaussianPath, z_t: Tensor, z_s: Tensor, t: list[float]
     ratio_t, gain_t = (append_dims(torch.tensor(v, device=z_t.device, dtype=z_t.dtype), z_t.ndim)
                        for v in (ratio, gain))
     return (z_s - ratio_t * z_t) / gain_t
+
+
+def bfn_teacher(model: GenerativeModel) -> BFN:
+    """The teacher as a BFN (distillation follows a BFN's flow); a ConfigError for any other family."""
+    if not isinstance(model, BFN):
+        raise ConfigError(f"bfn distill needs a BFN teacher, got a {model.family} model")
+    if "distilled" in model.config:
+        raise ConfigError("the teacher is itself a distilled student; distill its teacher instead")
+    return model
 
 
 def student_setup(teacher: BFN, run_dir: Path, settings: DistillSettings) -> tuple[DistillingBFN, Any, None]:
