@@ -55,14 +55,14 @@ def test_exact_inpainting_samples_the_true_conditional_with_the_bayes_optimal_ne
     marginal = JOINT.sum(0).float()
     tv_none = 0.5 * (target - marginal).abs().sum()
     for sampler, steps in (("paper", 10), ("paper", 100), ("sde2", 10)):
-        fn = observed_output_fn(joint_output_fn, known, mask, "exact")
+        fn = observed_output_fn(flow, joint_output_fn, known, mask, "exact")
         x = SAMPLERS[sampler](flow, fn, (n, 2), steps, generator=torch.Generator().manual_seed(0))
         assert (x[:, 0] == 2).all()
         freq = torch.bincount(x[:, 1], minlength=3).float() / n
         tv = 0.5 * (freq - target).abs().sum()
         assert tv < 0.015, (sampler, steps, freq, tv)  # Monte Carlo noise alone: about 0.005
     # the "flow" method conditions only gradually: better than nothing, but biased
-    fn = observed_output_fn(joint_output_fn, known, mask, "flow")
+    fn = observed_output_fn(flow, joint_output_fn, known, mask, "flow")
     x = SAMPLERS["paper"](flow, fn, (n, 2), 100, generator=torch.Generator().manual_seed(0))
     freq = torch.bincount(x[:, 1], minlength=3).float() / n
     tv_flow = 0.5 * (freq - target).abs().sum()
@@ -79,7 +79,7 @@ def test_bad_observations_give_one_line_errors():
     known, mask = check_observation(good, torch.ones(1, 3, 3), shape)
     assert known.shape == shape and mask.dtype == torch.bool and mask.all()
     with pytest.raises(ConfigError, match="inpainting method"):
-        observed_output_fn(lambda th, t: None, known, mask, "magic")  # type: ignore[arg-type]
+        observed_output_fn(DiscreteFlow(num_classes=2), lambda th, t: None, known, mask, "magic")  # type: ignore[arg-type]
     model = make(DiscreteFlow(num_classes=2), shape=(6,))
     with pytest.raises(DataError):  # class 5 does not exist for K = 2
         model.sample(2, 3, inpaint=(torch.full((6,), 5), torch.ones(6, dtype=torch.bool)))

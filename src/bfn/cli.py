@@ -67,7 +67,7 @@ def _command_modules() -> list[Any]:
 
 
 #: modules under bfn/commands/ (kept explicit: no discovery by file name)
-COMMAND_MODULES: list[str] = ["sample", "show", "eval", "compare", "import_"]
+COMMAND_MODULES: list[str] = ["sample", "show", "eval", "compare", "import_", "distill"]
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -140,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         # overrides may follow options (`bfn train PRESET --out DIR a.b=1`); argparse stops collecting the
         # positional list at the first option, so the rest arrives here.
-        if getattr(args, "command", None) == "train" and all("=" in e and not e.startswith("-") for e in extra):
+        command = getattr(args, "command", None)
+        if command in ("train", "distill") and all("=" in e and not e.startswith("-") for e in extra):
             args.overrides = [*args.overrides, *extra]
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")

@@ -196,6 +196,11 @@ def run(args: argparse.Namespace) -> int:
     progress = not args.no_progress
     context = {"run": str(run_dir), "model_step": model.config.get("step"), "dataset": cfg.data.name,
                "split": "test", "device": device}
+    if do_nll and model.capabilities.likelihood == "none" and "distilled" in model.config:
+        print(f"{run_dir} is a distilled student (`bfn distill`): its output distributions were fitted to its "
+              "teacher's sampling trajectories, so the BFN loss is no bound on its likelihood and no NLL is reported; "
+              f"evaluate the teacher ({model.config['distilled'].get('teacher')}) for likelihoods")
+        do_nll = False
     protocol = None
     if args.protocol is not None:
         from bfn.evaluation.protocol import paper_protocol

@@ -93,6 +93,41 @@ class BayesianFlow(ABC):
         """Per-variable summary of p_O for pictures, [B, *S]: its mean (x-hat, k-hat)."""
         return p_out.mean.float()
 
+    # --- the Gaussian-path view used by the fast solvers (Xue et al. 2024) ---------------------------------
+    # Under p_F the sampler's state z (the input mean, or the input logits) is z_t = a_t x0 + s_t eps, so any
+    # diffusion solver applies; each flow says what z, a_t, s_t and x0 are for its data type.
+    @abstractmethod
+    def path_signal_noise(self, beta: float) -> tuple[float, float]:
+        """(a_t, s_t) of z_t = a_t x0 + s_t eps at accuracy beta = beta(t) (Python floats, float64)."""
+
+    @abstractmethod
+    def path_log_snr(self, beta: float) -> float:
+        """lambda_t = ln(a_t / s_t) at accuracy beta = beta(t); -inf at beta = 0."""
+
+    @abstractmethod
+    def state_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Shape of the solver state z for data of shape `shape` = (B, *S)."""
+
+    @abstractmethod
+    def state_theta(self, z: Tensor, beta: float) -> Any:
+        """The input parameters theta that the state z at accuracy beta stands for (what the network sees)."""
+
+    @abstractmethod
+    def state_target(self, output: Any, draw: bool = False,
+                     generator: torch.Generator | None = None) -> Tensor:
+        """x0 in the state's format from p_O: its mean (x0-hat), or with `draw` a draw from it."""
+
+    #: largest |x0|^2 per variable in the state's format (sets how early a solver's grid may start)
+    max_state_norm2: float = 1.0
+    #: lambda beyond which the data's values are settled (a solver may stop evaluating there), None: never
+    settled_log_snr: float | None = None
+
+    # --- observations (inpainting) -------------------------------------------------------
+    @abstractmethod
+    def observe(self, theta: Any, known: Tensor, mask: Tensor) -> Any:
+        """theta with the variables where `mask` [B, *S] is true known exactly (the alpha -> infinity limit of
+        the Bayesian update) at the values `known`."""
+
     # --- validation --------------------------------------------------------------------------------------
     @abstractmethod
     def validate(self, x: Tensor) -> None:

@@ -104,6 +104,31 @@ class ContinuousFlow(BayesianFlow):
         a, r0, r1 = (append_dims(v, y.ndim) for v in (alpha, theta.precision, rho))
         return GaussianParams((theta.mean * r0 + y * a) / r1, rho)
 
+    # --- Gaussian path, data format, observations (see BayesianFlow) --------------------------------------
+    def path_signal_noise(self, beta: float) -> tuple[float, float]:
+        """z = mu: a_t = gamma = beta / (1 + beta), s_t = sqrt(gamma (1 - gamma)) = sqrt(beta) / (1 + beta) (§4.4)."""
+        return beta / (1 + beta), math.sqrt(beta) / (1 + beta)
+
+    def path_log_snr(self, beta: float) -> float:
+        """lambda_t = 0.5 ln(gamma / (1 - gamma)) = 0.5 ln beta(t)."""
+        return 0.5 * math.log(beta) if beta > 0 else -math.inf
+
+    def state_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(shape)
+
+    def state_theta(self, z: Tensor, beta: float) -> GaussianParams:
+        """theta = (mu = z, rho = 1 + beta)."""
+        return GaussianParams(z, torch.full((z.shape[0],), 1 + beta, device=z.device, dtype=z.dtype))
+
+    def state_target(self, output: PointMass, draw: bool = False,
+                     generator: torch.Generator | None = None) -> Tensor:
+        """x-hat (k-hat for discretised data), or a draw from p_O."""
+        return output.sample(generator) if draw else output.mean
+
+    def observe(self, theta: GaussianParams, known: Tensor, mask: Tensor) -> GaussianParams:
+        """mu = x_obs where observed (rho -> infinity there, eq. 56)."""
+        return theta._replace(mean=torch.where(mask, known.to(theta.mean.dtype), theta.mean))
+
     # --- output side ------------------------------------------------------------------------------------
     def x_hat(self, eps_hat: Tensor, mean: Tensor, t: Tensor) -> Tensor:
         """x-hat = mu/gamma - sqrt((1-gamma)/gamma) eps-hat, 0 for t < t_min, clipped (§4.3)."""

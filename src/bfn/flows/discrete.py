@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from bfn.errors import ConfigError, DataError
 from bfn.flows.base import BayesianFlow
-from bfn.flows.distributions import Categorical
+from bfn.flows.distributions import OBSERVED_LOGIT, Categorical
 from bfn.utils.tensors import append_dims, randn, sum_except_batch
 
 
@@ -78,6 +80,39 @@ class DiscreteFlow(BayesianFlow):
         """theta' proportional to exp(y) theta (§6.1), done in log space: logits' = logits + y."""
         logits = theta + y
         return logits - logits.amax(-1, keepdim=True)  # keep logits bounded; softmax is shift invariant
+
+    # --- Gaussian path, data format, observations (see BayesianFlow) --------------------------------------
+    def path_signal_noise(self, beta: float) -> tuple[float, float]:
+        """z = y, the input logits: y ~ N(beta (K e_x - 1), K beta I) (§6.7), so x0 = K e_x - 1, a_t = beta,
+        s_t = sqrt(K beta)."""
+        return beta, math.sqrt(self.num_classes * beta)
+
+    def path_log_snr(self, beta: float) -> float:
+        """lambda_t = 0.5 ln(beta(t) / K)."""
+        return 0.5 * math.log(beta / self.num_classes) if beta > 0 else -math.inf
+
+    def state_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return (*shape, self.num_classes)
+
+    def state_theta(self, z: Tensor, beta: float) -> Tensor:
+        """The logits are the state itself (theta = softmax(y))."""
+        return z
+
+    def state_target(self, output: Categorical, draw: bool = False,
+                     generator: torch.Generator | None = None) -> Tensor:
+        """K e-hat - 1 (e-hat the output probabilities), or K e_k - 1 for a class k drawn from p_O."""
+        e = self.one_hot(output.sample(generator)).to(output.logits.device) if draw else output.probs
+        return self.num_classes * e - 1
+
+    @property
+    def max_state_norm2(self) -> float:  # type: ignore[override]
+        """|K e_x - 1|^2 = K (K - 1)."""
+        return float(self.num_classes * (self.num_classes - 1))
+
+    def observe(self, theta: Tensor, known: Tensor, mask: Tensor) -> Tensor:
+        """One-hot logits on the observed class where observed (the alpha -> infinity limit of eq. 173)."""
+        one_hot = torch.full_like(theta, OBSERVED_LOGIT).scatter(-1, known.long().unsqueeze(-1), 0.0)
+        return torch.where(mask.unsqueeze(-1), one_hot, theta)
 
     # --- output side ------------------------------------------------------------------------------------
     def output_distribution(self, net_out: Tensor, theta: Tensor, t: Tensor) -> Categorical:

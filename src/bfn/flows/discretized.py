@@ -39,6 +39,9 @@ class DiscretizedFlow(ContinuousFlow):
         super().__init__(sigma_1=sigma_1, t_min=t_min, x_range=None)
         self.num_bins = int(num_bins)
         self.official = bool(official)
+        # bin centres lie 2/K apart: once the noise-to-signal ratio exp(-lambda) is below the half-width 1/K,
+        # each value's bin is nearly settled (bfn.samplers.timegrid)
+        self.settled_log_snr = math.log(self.num_bins)
 
     def output_distribution(self, net_out: Tensor, theta: GaussianParams, t: Tensor) -> DiscretizedGaussian:
         mean = theta.mean

@@ -12,7 +12,15 @@ from torch import Tensor, nn
 from bfn.data.spec import DataSpec
 from bfn.errors import ConfigError
 from bfn.flows.base import BayesianFlow
-from bfn.models.base import Capabilities, FinalChoice, GenerativeModel, SampleCallback, SampleStep, progress_callback
+from bfn.models.base import (
+    Capabilities,
+    FinalChoice,
+    GenerativeModel,
+    LikelihoodKind,
+    SampleCallback,
+    SampleStep,
+    progress_callback,
+)
 from bfn.models.layout import Layout, from_network, to_network
 from bfn.models.validation import check_data_shape
 from bfn.samplers import SAMPLERS, StepInfo, get_sampler
@@ -59,7 +67,9 @@ class BFN(GenerativeModel):
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(likelihood="bound", conditional=self._conditional, guidance=self._conditional,
+        # a distilled student (bfn distill) fits its teacher's trajectories: the BFN loss no longer bounds -ln p(x)
+        likelihood: LikelihoodKind = "none" if "distilled" in self.config else "bound"
+        return Capabilities(likelihood=likelihood, conditional=self._conditional, guidance=self._conditional,
                             inpainting=True, samplers=tuple(SAMPLERS), default_steps=100, nll_steps=True)
 
     def networks(self) -> list[nn.Module]:
@@ -147,6 +157,9 @@ class BFN(GenerativeModel):
                   generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """One-sample estimates [B] of the terms of the bound on -ln p(x) in nats (Graves et al. 2023, §3.10):
         {"L^n": n-step loss, "L^r": reconstruction loss}, or {"L^inf": ..., "L^r": ...} for steps "inf"/None."""
+        if "distilled" in self.config:
+            raise ConfigError("this model is a distilled student (bfn distill): the BFN loss is no bound on its "
+                              "likelihood; evaluate its teacher's NLL instead")
         n = parse_steps(steps)
         name = "L^inf" if n is None else f"L^{n}"
         return {name: self.loss(x, loss="continuous" if n is None else n, cond=cond, generator=generator),
@@ -192,7 +205,7 @@ class BFN(GenerativeModel):
         if inpaint is not None:
             known, mask = check_observation(*inpaint, (n, *self.data_shape))
             known = self.check_batch(known.to(device))
-            output_fn = observed_output_fn(output_fn, known, mask.to(device), inpaint_method)
+            output_fn = observed_output_fn(self.flow, output_fn, known, mask.to(device), inpaint_method)
         shown, close = progress_callback(callback, steps, progress)
         try:
             return fn(self.flow, output_fn, (n, *self.data_shape), steps, generator=generator,

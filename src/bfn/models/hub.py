@@ -184,7 +184,8 @@ def from_pretrained(directory: str | os.PathLike, *, device: str | torch.device 
     safetensors header against the model built on the meta device), and against their SHA-256 digest; every
     mismatch or damage is a one-line CheckpointError."""
     directory = Path(directory)
-    model_cfg, data = _description(directory / CONFIG_NAME, read_model_config(directory))
+    raw = read_model_config(directory)
+    model_cfg, data = _description(directory / CONFIG_NAME, raw)
     weights = directory / WEIGHTS_NAME
     if not weights.is_file():
         raise CheckpointError(f"{weights} not found; the run has no exported weights yet (train longer or resume)")
@@ -212,4 +213,7 @@ def from_pretrained(directory: str | os.PathLike, *, device: str | torch.device 
         model.load_state_dict(state)
     except RuntimeError as err:
         raise CheckpointError(f"{weights} does not match {CONFIG_NAME} ({str(err).splitlines()[-1].strip()})") from None
+    for key in ("step", "distilled"):  # what the weights are: training step, distillation record (bfn distill)
+        if key in raw:
+            model.config[key] = raw[key]
     return model.to(device).eval()

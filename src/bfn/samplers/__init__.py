@@ -4,6 +4,7 @@ from bfn.errors import ConfigError
 from bfn.samplers.base import Callback, OutputFn, Sampler, StepInfo
 from bfn.samplers.bfn_paper import output_mean_sampler, paper_sampler
 from bfn.samplers.bfn_solver import bfn_solver, make_bfn_solver, ode1, ode2, sde1, sde2
+from bfn.samplers.distilled import distilled_sampler
 
 SAMPLERS: dict[str, Sampler] = {
     "paper": paper_sampler,
@@ -12,6 +13,7 @@ SAMPLERS: dict[str, Sampler] = {
     "ode2": ode2,
     "sde1": sde1,
     "sde2": sde2,
+    "distilled": distilled_sampler,
 }
 
 

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from bfn.errors import ConfigError
+from bfn.flows.base import BayesianFlow
 
 #: (theta, t [B]) -> output distribution p_O(. | theta; t); conditioning and guidance live inside it.
 OutputFn = Callable[[Any, Tensor], Any]
@@ -32,7 +33,7 @@ Callback = Callable[[StepInfo], None]
 
 
 class Sampler(Protocol):
-    def __call__(self, flow: Any, output_fn: OutputFn, shape: tuple[int, ...], steps: int, *,
+    def __call__(self, flow: BayesianFlow, output_fn: OutputFn, shape: tuple[int, ...], steps: int, *,
                  generator: torch.Generator | None = None, callback: Callback | None = None,
                  device: torch.device | str | None = None, final: FinalChoice = "sample") -> Tensor: ...
 

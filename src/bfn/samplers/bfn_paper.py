@@ -4,15 +4,14 @@ y ~ p_S(y | x'; alpha_i) and applies the Bayesian update."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor
 
+from bfn.flows.base import BayesianFlow
 from bfn.samplers.base import Callback, FinalChoice, OutputFn, StepInfo, check_steps, final_value
 
 
-def _sample(flow: Any, output_fn: OutputFn, shape: tuple[int, ...], steps: int, *, use_mean: bool,
+def _sample(flow: BayesianFlow, output_fn: OutputFn, shape: tuple[int, ...], steps: int, *, use_mean: bool,
             generator: torch.Generator | None, callback: Callback | None, device: torch.device | str | None,
             final: FinalChoice) -> Tensor:
     check_steps(steps)
@@ -32,7 +31,7 @@ def _sample(flow: Any, output_fn: OutputFn, shape: tuple[int, ...], steps: int, 
 
 
 @torch.no_grad()
-def paper_sampler(flow: Any, output_fn: OutputFn, shape: tuple[int, ...], steps: int, *,
+def paper_sampler(flow: BayesianFlow, output_fn: OutputFn, shape: tuple[int, ...], steps: int, *,
                   generator: torch.Generator | None = None, callback: Callback | None = None,
                   device: torch.device | str | None = None, final: FinalChoice = "sample") -> Tensor:
     """The paper's n-step sampler: Algorithm 3 (continuous), 6 (discretised), 9 (discrete).
@@ -45,7 +44,7 @@ def paper_sampler(flow: Any, output_fn: OutputFn, shape: tuple[int, ...], steps:
 
 
 @torch.no_grad()
-def output_mean_sampler(flow: Any, output_fn: OutputFn, shape: tuple[int, ...], steps: int, *,
+def output_mean_sampler(flow: BayesianFlow, output_fn: OutputFn, shape: tuple[int, ...], steps: int, *,
                         generator: torch.Generator | None = None, callback: Callback | None = None,
                         device: torch.device | str | None = None, final: FinalChoice = "sample") -> Tensor:
     """Variant of the paper's sampler that sends the output mean instead of a draw: y ~ p_S(y | E[x']; alpha)

@@ -29,11 +29,11 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any
 
 import torch
 from torch import Tensor
 
+from bfn.flows.base import BayesianFlow
 from bfn.samplers.base import Callback, FinalChoice, OutputFn, Sampler, StepInfo, check_steps, final_value
 from bfn.samplers.gaussian_path import GaussianPath
 from bfn.samplers.timegrid import Spacing, grid_end, time_grid
@@ -60,7 +60,7 @@ def solver_step(z: Tensor, d: Tensor, *, path: GaussianPath, t: float, s: float,
 
 
 @torch.no_grad()
-def bfn_solver(flow: Any, output_fn: OutputFn, shape: tuple[int, ...], steps: int, *, order: int = 2,
+def bfn_solver(flow: BayesianFlow, output_fn: OutputFn, shape: tuple[int, ...], steps: int, *, order: int = 2,
                stochastic: bool = False, spacing: Spacing = "lambda", lambda_start: float | None = None,
                lambda_end: float | None = None, generator: torch.Generator | None = None,
                callback: Callback | None = None, device: torch.device | str | None = None,

@@ -20,7 +20,6 @@ t = 0, so reading BFN time backwards is a valid (variance-preserving-like) forwa
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,50 +27,42 @@ import torch
 from torch import Tensor
 
 from bfn.errors import ConfigError
-from bfn.flows.continuous import GaussianParams
+from bfn.flows.base import BayesianFlow
 from bfn.utils.tensors import randn
 
 
 @dataclass(frozen=True)
 class GaussianPath:
     """Signal a_t, noise s_t and log-SNR lambda_t of a flow's input parameters, plus the conversions between
-    the flow's theta and the solver state z (see the module docstring).
+    the flow's theta and the solver state z (see the module docstring). Every data-type-specific formula is the
+    flow's own (`BayesianFlow.path_signal_noise`, `state_theta`, `state_target`, ...): this class only turns
+    times into accuracies and back.
 
     Args:
-        flow: a `ContinuousFlow`, `DiscretizedFlow` or `DiscreteFlow` (anything with `kind` and `beta(t)`).
+        flow: any `BayesianFlow`.
     """
 
-    flow: Any
+    flow: BayesianFlow
 
     def __post_init__(self) -> None:
-        if getattr(self.flow, "kind", None) not in ("continuous", "discretized", "discrete"):
-            raise ConfigError(f"BFN solvers need a continuous, discretized or discrete flow, got "
-                              f"{type(self.flow).__name__}")
-
-    @property
-    def discrete(self) -> bool:
-        return self.flow.kind == "discrete"
+        if not isinstance(self.flow, BayesianFlow):
+            raise ConfigError(f"BFN solvers need a BayesianFlow, got {type(self.flow).__name__}")
 
     # --- schedule (float64 scalars: one time for the whole batch) ----------------------------------------
     def beta(self, t: float) -> float:
         return float(self.flow.beta(torch.tensor(t, dtype=torch.float64)))
 
     def signal(self, t: float) -> float:
-        """a_t: gamma(t) = beta / (1 + beta) (continuous) or beta(t) (discrete)."""
-        b = self.beta(t)
-        return b if self.discrete else b / (1 + b)
+        """a_t."""
+        return self.flow.path_signal_noise(self.beta(t))[0]
 
     def noise(self, t: float) -> float:
-        """s_t: sqrt(gamma (1 - gamma)) = sqrt(beta) / (1 + beta) (continuous) or sqrt(K beta) (discrete)."""
-        b = self.beta(t)
-        return math.sqrt(self.flow.num_classes * b) if self.discrete else math.sqrt(b) / (1 + b)
+        """s_t."""
+        return self.flow.path_signal_noise(self.beta(t))[1]
 
     def log_snr(self, t: float) -> float:
-        """lambda_t = ln(a_t / s_t) = 0.5 ln(beta(t) / c); -inf at t = 0."""
-        b = self.beta(t)
-        if b <= 0:
-            return -math.inf
-        return 0.5 * math.log(b / (self.flow.num_classes if self.discrete else 1.0))
+        """lambda_t = ln(a_t / s_t); -inf at t = 0."""
+        return self.flow.path_log_snr(self.beta(t))
 
     def time_at(self, lam: float) -> float:
         """The time t in [0, 1] with lambda_t = lam (bisection on the monotone schedule, any beta(t))."""
@@ -88,7 +79,7 @@ class GaussianPath:
 
     # --- state <-> theta ---------------------------------------------------------------------------------
     def state_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
-        return (*shape, self.flow.num_classes) if self.discrete else tuple(shape)
+        return self.flow.state_shape(shape)
 
     def initial(self, shape: tuple[int, ...], t: float, *, generator: torch.Generator | None,
                 device: torch.device | str | None) -> Tensor:
@@ -100,20 +91,13 @@ class GaussianPath:
         return s_t * randn(self.state_shape(shape), generator=generator, device=device)
 
     def theta(self, z: Tensor, t: float) -> Any:
-        """Input parameters for the network: logits y (discrete) or (mu, rho = 1 + beta(t)) (continuous)."""
-        if self.discrete:
-            return z
-        return GaussianParams(z, torch.full((z.shape[0],), 1 + self.beta(t), device=z.device, dtype=z.dtype))
+        """Input parameters for the network at time t."""
+        return self.flow.state_theta(z, self.beta(t))
 
     def data_draw(self, output: Any, generator: torch.Generator | None) -> Tensor:
-        """x0 drawn from p_O in the state's format: K e_k - 1 for a drawn class k (discrete), else the draw."""
-        x = output.sample(generator)
-        if self.discrete:
-            return self.flow.num_classes * torch.nn.functional.one_hot(x, self.flow.num_classes).to(x.device) - 1.0
-        return x
+        """x0 drawn from p_O, in the state's format."""
+        return self.flow.state_target(output, draw=True, generator=generator)
 
     def data_estimate(self, output: Any) -> Tensor:
-        """x0-hat from p_O: K e-hat - 1 (discrete) or the output mean (x-hat, k-hat)."""
-        if self.discrete:
-            return self.flow.num_classes * output.probs - 1
-        return output.mean
+        """x0-hat from p_O, in the state's format."""
+        return self.flow.state_target(output)

@@ -24,8 +24,7 @@ import torch
 from torch import Tensor
 
 from bfn.errors import ConfigError, DataError
-from bfn.flows.continuous import GaussianParams
-from bfn.flows.distributions import OBSERVED_LOGIT
+from bfn.flows.base import BayesianFlow
 from bfn.samplers.base import OutputFn
 
 
@@ -57,16 +56,13 @@ InpaintMethod = Literal["exact", "flow"]
 INPAINT_METHODS: tuple[str, ...] = ("exact", "flow")
 
 
-def certain_theta(theta: Any, known: Tensor, mask: Tensor) -> Any:
-    """theta with the observed variables at infinite accuracy: one-hot logits (discrete data) or mean = x_obs
-    (continuous and discretised data), the limit of the Bayesian update with alpha -> infinity (eqs. 56, 173)."""
-    if isinstance(theta, GaussianParams):
-        return theta._replace(mean=torch.where(mask, known.to(theta.mean.dtype), theta.mean))
-    one_hot = torch.full_like(theta, OBSERVED_LOGIT).scatter(-1, known.long().unsqueeze(-1), 0.0)
-    return torch.where(mask.unsqueeze(-1), one_hot, theta)
+def certain_theta(flow: BayesianFlow, theta: Any, known: Tensor, mask: Tensor) -> Any:
+    """theta with the observed variables at infinite accuracy (`BayesianFlow.observe`)."""
+    return flow.observe(theta, known, mask)
 
 
-def observed_output_fn(output_fn: OutputFn, known: Tensor, mask: Tensor, method: InpaintMethod = "exact") -> OutputFn:
+def observed_output_fn(flow: BayesianFlow, output_fn: OutputFn, known: Tensor, mask: Tensor,
+                       method: InpaintMethod = "exact") -> OutputFn:
     """`output_fn` conditioned on the observation `known` where `mask` is true (see the module docstring).
 
     Both methods fix p_O to a point mass on the observation there (output distributions implement
@@ -77,7 +73,7 @@ def observed_output_fn(output_fn: OutputFn, known: Tensor, mask: Tensor, method:
 
     def fn(theta: Any, t: Tensor) -> Any:
         if method == "exact":
-            theta = certain_theta(theta, known, mask)
+            theta = certain_theta(flow, theta, known, mask)
         return output_fn(theta, t).observed(known, mask)
 
     return fn

@@ -124,19 +124,25 @@ class _Interrupt:
             signal.signal(signal.SIGINT, self._old)
 
 
+#: builds (model, dataset, data spec) instead of the config's model and dataset (e.g. `training.distill`)
+Setup = Callable[[], tuple[GenerativeModel, Any, Any]]
+
+
 def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, device: str = "auto",
-          progress: bool = True) -> TrainResult:
+          progress: bool = True, setup: Setup | None = None) -> TrainResult:
     """Train the model of `cfg` on its dataset, writing everything into `run_dir` (see training.checkpoint).
-    The main process holds the folder's lock file for the whole run (`checkpoint.lock_run_dir`)."""
+    The main process holds the folder's lock file for the whole run (`checkpoint.lock_run_dir`). `setup`
+    replaces the config's model and dataset (its data spec is only used for periodic sample grids)."""
     with contextlib.ExitStack() as stack:
-        return _Run(cfg, Path(run_dir), resume=resume, device=device, progress=progress, stack=stack).fit()
+        return _Run(cfg, Path(run_dir), resume=resume, device=device, progress=progress, stack=stack,
+                    setup=setup).fit()
 
 
 class _Run:
     """One `bfn train` invocation: set up (accelerator, data, model, optimizer, restored state), then `fit`."""
 
     def __init__(self, cfg: RunConfig, run_dir: Path, *, resume: bool, device: str, progress: bool,
-                 stack: contextlib.ExitStack) -> None:
+                 stack: contextlib.ExitStack, setup: Setup | None = None) -> None:
         from accelerate import Accelerator
         from accelerate.utils import set_seed
 
@@ -153,8 +159,12 @@ class _Run:
                                   "--out directory")
         set_seed(tc.seed, device_specific=True)
 
-        self.dataset, self.spec = load_dataset(cfg.data.name, "train", root=cfg.data.root, **cfg.data.options)
-        model = build_model(cfg.model, self.spec).to(accelerator.device)
+        if setup is None:
+            self.dataset, self.spec = load_dataset(cfg.data.name, "train", root=cfg.data.root, **cfg.data.options)
+            model = build_model(cfg.model, self.spec).to(accelerator.device)
+        else:
+            model, self.dataset, self.spec = setup()
+            model = model.to(accelerator.device)
         self.ema = ema_model(model, tc.ema_decay, warmup=tc.ema_warmup)
         optimizer = torch.optim.AdamW(param_groups(model, tc.weight_decay, tc.decay_vectors), lr=tc.lr,
                                       betas=tuple(tc.betas), weight_decay=tc.weight_decay)  # type: ignore[arg-type]

@@ -1,0 +1,253 @@
+"""Trajectory distillation of a trained BFN into a few-step student (`bfn distill RUN`).
+
+The teacher's probability-flow ODE (second-order multistep solver, `substeps` steps per student interval) maps an
+initial state z_0 ~ N(0, s_{t_0}^2 I) at the first time of the student's grid (`bfn.samplers.distilled`) to an
+output distribution at t = 1. For each of `trajectories` initial draws the teacher's states z_j at the student's
+grid times t_0 .. t_{n-1} and its final output probabilities are stored. The student, a normal BFN with the
+teacher's architecture and input parameters theta, starts from the teacher's weights and learns, for every
+interval [t_j, t_{j+m}] of the nested grids of n / m steps (m = 1, 2, 4, .. n):
+* within the trajectory: the data estimate D* that makes one first-order ODE step (DDIM, Lu et al. 2022;
+  `bfn.samplers.bfn_solver.solver_step`) from z_j land on the teacher's state z_{j+m},
+      D* = (z_{j+m} - (s_{t'} / s_t) z_j) / (a_{t'} (1 - e^{-h})),  h = lambda_{t'} - lambda_t,
+  with a squared error on the student's data estimate (the state format of `BayesianFlow.state_target`);
+* at the last interval: the teacher's output distribution at t = 1, by the cross-entropy of the student's output
+  probabilities against the teacher's (squared error on the mean for continuous data, whose p_O is a point mass).
+This is knowledge distillation of the sampler's trajectory (Luhman & Luhman 2021) on the nested grids of
+progressive distillation (Salimans & Ho 2022) in one round, because the teacher's fine ODE solution is computed once
+and reused. The student's p_O is no longer a BFN output distribution in the paper's sense, so the BFN loss is not a
+likelihood bound for it: its config.json records `distilled`, and `bfn eval --nll` refuses it.
+
+Training runs on the trainer (`bfn.training.trainer.train`, with this module's `setup`): progress, resume, the
+folder lock, Ctrl-C, the NaN policy and the atomic checkpoints are the trainer's.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from bfn.errors import CheckpointError, ConfigError
+from bfn.models.base import GenerativeModel
+from bfn.models.bfn import BFN
+from bfn.samplers.bfn_solver import solver_step
+from bfn.samplers.distilled import student_grid
+from bfn.samplers.gaussian_path import GaussianPath
+from bfn.utils.io import atomic_write, atomic_write_text
+from bfn.utils.tensors import append_dims
+
+SETTINGS_NAME = "distill.json"
+TRAJ_DIR = "trajectories"
+
+
+@dataclass
+class DistillSettings:
+    """What `bfn distill` does besides the trainer's settings (written to RUN/distill.json)."""
+
+    teacher: str  # the teacher's run directory
+    steps: int = 4  # the student's finest grid; it serves 1, 2, 4, .. `steps` evaluations (a power of two)
+    substeps: int = 8  # teacher ODE steps per student interval (twice that for the last interval, up to t = 1)
+    trajectories: int = 1024
+    chunk: int = 128  # trajectories per file (the unit of progress and resume of the teacher pass)
+    seed: int = 0
+
+    def check(self) -> DistillSettings:
+        if self.steps < 1 or self.steps & (self.steps - 1):
+            raise ConfigError(f"--student-steps must be a power of two (1, 2, 4, 8), got {self.steps}")
+        if self.substeps < 1:
+            raise ConfigError(f"--substeps must be at least 1, got {self.substeps}")
+        if self.trajectories < 1 or self.chunk < 1:
+            raise ConfigError(f"--trajectories must be at least 1, got {self.trajectories}")
+        return self
+
+
+def write_settings(run_dir: Path, settings: DistillSettings) -> None:
+    atomic_write_text(run_dir / SETTINGS_NAME, json.dumps(asdict(settings), indent=2))
+
+
+def read_settings(run_dir: Path) -> DistillSettings:
+    path = run_dir / SETTINGS_NAME
+    try:
+        return DistillSettings(**json.loads(path.read_text())).check()
+    except (OSError, ValueError, TypeError) as err:
+        raise CheckpointError(f"{path} is missing or damaged ({err}); start the distillation in a new --out "
+                              "directory") from None
+
+
+# --- the teacher pass ----------------------------------------------------------------------------------------
+def _fine_grid(path: GaussianPath, grid: list[float], substeps: int) -> tuple[list[float], list[int]]:
+    """Teacher times: each student interval split uniformly in lambda (the last, up to t = 1, in 2 x substeps);
+    returns the times and the index in them of each student grid time."""
+    times: list[float] = []
+    marks: list[int] = []
+    for j in range(len(grid) - 1):
+        marks.append(len(times))
+        lo, hi = path.log_snr(grid[j]), path.log_snr(grid[j + 1])
+        n = substeps * (2 if j == len(grid) - 2 else 1)
+        times += [path.time_at(lo + (hi - lo) * i / n) for i in range(n)]
+    return times + [1.0], marks
+
+
+@torch.no_grad()
+def teacher_chunk(teacher: BFN, settings: DistillSettings, n: int, generator: torch.Generator) -> dict[str, Tensor]:
+    """n teacher trajectories: states [n, steps, *state] at the student's grid times and the final output
+    (probabilities [n, *S, K], or the mean [n, *S] for a point mass)."""
+    path = GaussianPath(teacher.flow)
+    grid = student_grid(path, settings.steps)
+    times, marks = _fine_grid(path, grid, settings.substeps)
+    device = teacher.device
+    z = path.initial((n, *teacher.data_shape), times[0], generator=generator, device=device)
+    states, prev = [], None
+    for i in range(len(times) - 1):
+        if i in marks:
+            states.append(z.clone())
+        t, s = times[i], times[i + 1]
+        d = path.data_estimate(teacher.output_distribution(path.theta(z, t), torch.full((n,), t, device=device)))
+        z = solver_step(z, d, path=path, t=t, s=s, stochastic=False, prev=prev)
+        prev = (path.log_snr(t), d)
+    final = teacher.output_distribution(path.theta(z, 1.0), torch.ones(n, device=device))
+    end = final.probs if hasattr(final, "probs") else final.mean
+    return {"states": torch.stack(states, 1).float().cpu(), "end": end.float().cpu()}
+
+
+def teacher_pass(teacher: BFN, run_dir: Path, settings: DistillSettings, *, progress: bool = True) -> None:
+    """Write the teacher's trajectories as RUN/trajectories/chunk_XXXX.pt (atomic writes); chunks already on disk
+    are kept, so an interrupted pass resumes where it stopped."""
+    folder = run_dir / TRAJ_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    n_chunks = math.ceil(settings.trajectories / settings.chunk)
+    todo = [c for c in range(n_chunks) if not (folder / f"chunk_{c:04d}.pt").is_file()]
+    bar = tqdm(total=n_chunks, initial=n_chunks - len(todo), disable=not progress, desc="teacher trajectories",
+               dynamic_ncols=True)
+    with bar:
+        for c in todo:
+            n = min(settings.chunk, settings.trajectories - c * settings.chunk)
+            gen = torch.Generator(device=teacher.device).manual_seed(settings.seed * 1_000_003 + c)
+            data = teacher_chunk(teacher, settings, n, gen)
+
+            def write(tmp: str, data: dict[str, Tensor] = data) -> None:
+                torch.save(data, tmp)
+
+            atomic_write(folder / f"chunk_{c:04d}.pt", write)
+            bar.update(1)
+
+
+def load_trajectories(run_dir: Path, settings: DistillSettings) -> dict[str, Tensor]:
+    n_chunks = math.ceil(settings.trajectories / settings.chunk)
+    parts = []
+    for c in range(n_chunks):
+        path = run_dir / TRAJ_DIR / f"chunk_{c:04d}.pt"
+        try:
+            parts.append(torch.load(path, map_location="cpu", weights_only=True))
+        except Exception as err:  # a missing or damaged chunk: it is rewritten by the next pass
+            raise CheckpointError(f"{path} is missing or damaged ({str(err).splitlines()[0][:80]}); delete it and "
+                                  "rerun `bfn distill` with --resume to recompute it") from None
+    return {k: torch.cat([p[k] for p in parts]) for k in ("states", "end")}
+
+
+class TrajectoryDataset(torch.utils.data.Dataset):
+    """Item i = (teacher trajectory i packed into one flat float tensor, label 0): what the trainer batches."""
+
+    def __init__(self, data: dict[str, Tensor]) -> None:
+        self.packed = torch.cat([data["states"].flatten(1), data["end"].flatten(1)], 1)
+
+    def __len__(self) -> int:
+        return self.packed.shape[0]
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int]:
+        return self.packed[i], 0
+
+
+# --- the student ---------------------------------------------------------------------------------------------
+class DistillingBFN(BFN):
+    """A BFN whose training loss (`forward`) is the distillation loss on packed teacher trajectories (see the
+    module docstring); its weights and config.json are a normal BFN's, plus the `distilled` entry."""
+
+    def __init__(self, teacher: BFN, settings: DistillSettings, end_shape: tuple[int, ...]) -> None:
+        super().__init__(copy.deepcopy(teacher.network), teacher.flow, layout=teacher.layout, loss=teacher.train_loss,
+                         data=teacher.data)
+        self.config = {**copy.deepcopy(teacher.config),
+                       "distilled": {"method": "trajectory", "teacher": settings.teacher, "steps": settings.steps,
+                                     "substeps": settings.substeps, "trajectories": settings.trajectories}}
+        self.path = GaussianPath(self.flow)
+        self.grid = student_grid(self.path, settings.steps)
+        self.steps = settings.steps
+        self.state_shape = self.flow.state_shape((1, *self.data_shape))[1:]
+        self.end_shape = end_shape
+
+    def forward(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
+        """Distillation loss per example [B] for a random interval [t_j, t_{j+m}] of the nested grids."""
+        b, k = x.shape[0], self.steps
+        per_state = math.prod(self.state_shape)
+        states = x[:, : k * per_state].reshape(b, k, *self.state_shape)
+        end = x[:, k * per_state:].reshape(b, *self.end_shape)
+        sizes = 2 ** torch.randint(0, int(math.log2(k)) + 1, (b,), device=x.device)  # m in 1, 2, 4, .. k
+        j = (torch.rand(b, device=x.device) * (k // sizes)).floor().long() * sizes
+        last = j + sizes == k
+        t = torch.tensor(self.grid, device=x.device, dtype=torch.float64)[j]
+        z = states[torch.arange(b, device=x.device), j]
+        theta = self._theta_at(z, t)
+        output = self.flow.output_distribution(self.net_output(theta, t.float()), theta, t.float())
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return torch.where(last, self._end_loss(output, end), self._step_loss(output, states, z, j, sizes, t))
+
+    def _theta_at(self, z: Tensor, t: Tensor) -> Any:
+        """theta of each example's state at its own time (per-example accuracy)."""
+        thetas = [self.flow.state_theta(z[i:i + 1], self.path.beta(float(t[i]))) for i in range(z.shape[0])]
+        if isinstance(thetas[0], Tensor):
+            return torch.cat(thetas)
+        return type(thetas[0])(*(torch.cat(parts) for parts in zip(*thetas, strict=True)))
+
+    def _end_loss(self, output: Any, end: Tensor) -> Tensor:
+        if hasattr(output, "probs"):
+            return -(end * output.probs.clamp_min(1e-12).log()).flatten(1).sum(1)
+        return (output.mean - end).flatten(1).pow(2).sum(1)
+
+    def _step_loss(self, output: Any, states: Tensor, z: Tensor, j: Tensor, sizes: Tensor, t: Tensor) -> Tensor:
+        b = z.shape[0]
+        nxt = (j + sizes).clamp_max(self.steps - 1)  # the last interval's entry is a finite dummy (unused)
+        z_s = states[torch.arange(b, device=z.device), nxt]
+        s_time = torch.tensor(self.grid, device=z.device, dtype=torch.float64)[nxt]
+        target = ode_step_target(self.path, z, z_s, [float(v) for v in t], [float(v) for v in s_time])
+        return (self.flow.state_target(output) - target).flatten(1).pow(2).sum(1)
+
+
+def ode_step_target(path: GaussianPath, z_t: Tensor, z_s: Tensor, t: list[float], s: list[float]) -> Tensor:
+    """Per example i, the data estimate D* with which one first-order ODE step from z_t at t[i] lands on z_s at
+    s[i]: D* = (z_s - (s_s / s_t) z_t) / (a_s (1 - e^-h)), h = lambda_s - lambda_t (module docstring). Examples with
+    s[i] <= t[i] get a finite dummy (z_s itself): torch.where would pass NaN gradients of a 0/0 on."""
+    ratio, gain = [], []
+    for ti, si in zip(t, s, strict=True):
+        if si <= ti:
+            ratio.append(0.0)
+            gain.append(1.0)
+            continue
+        h = path.log_snr(si) - path.log_snr(ti)
+        ratio.append(path.noise(si) / path.noise(ti))
+        gain.append(path.signal(si) * -math.expm1(-h))
+    ratio_t, gain_t = (append_dims(torch.tensor(v, device=z_t.device, dtype=z_t.dtype), z_t.ndim)
+                       for v in (ratio, gain))
+    return (z_s - ratio_t * z_t) / gain_t
+
+
+def bfn_teacher(model: GenerativeModel) -> BFN:
+    """The teacher as a BFN (distillation follows a BFN's flow); a ConfigError for any other family."""
+    if not isinstance(model, BFN):
+        raise ConfigError(f"bfn distill needs a BFN teacher, got a {model.family} model")
+    if "distilled" in model.config:
+        raise ConfigError("the teacher is itself a distilled student; distill its teacher instead")
+    return model
+
+
+def student_setup(teacher: BFN, run_dir: Path, settings: DistillSettings) -> tuple[DistillingBFN, Any, None]:
+    """(student, dataset, spec) for `trainer.train(..., setup=...)`."""
+    data = load_trajectories(run_dir, settings)
+    student = DistillingBFN(teacher, settings, tuple(data["end"].shape[1:]))
+    return student, TrajectoryDataset(data), None
