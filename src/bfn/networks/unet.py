@@ -109,12 +109,14 @@ class UNet(nn.Module):
         num_groups: GroupNorm groups; must divide `base_channels`.
         image_size: the H (= W) the network is built for, used to place the attention layers.
         num_heads: attention heads; must divide the channels of every level with attention.
+        pad: zero-pad inputs whose H or W is not divisible by 2^(levels - 1) up to the next multiple, and crop
+            the output back (any image size then works); without it such sizes are a DataError.
     """
 
     def __init__(self, *, in_channels: int, out_channels: int, base_channels: int = 32,
                  channel_mult: tuple[int, ...] = (1, 2, 2), num_res_blocks: int = 1,
                  attention_resolutions: tuple[int, ...] = (), dropout: float = 0.0, num_classes: int | None = None,
-                 num_groups: int = 8, image_size: int = 28, num_heads: int = 4) -> None:
+                 num_groups: int = 8, image_size: int = 28, num_heads: int = 4, pad: bool = False) -> None:
         super().__init__()
         channel_mult = tuple(channel_mult)
         attention_resolutions = tuple(attention_resolutions)
@@ -138,6 +140,7 @@ class UNet(nn.Module):
 
         self.in_channels = in_channels
         self.num_classes = num_classes
+        self.pad = pad
         self.levels = len(channel_mult)
         self.factor = 2 ** (self.levels - 1)
         emb_dim = 4 * base_channels
@@ -196,9 +199,13 @@ class UNet(nn.Module):
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise DataError(f"UNet expects input [B, {self.in_channels}, H, W], got {list(x.shape)}")
         h_in, w_in = x.shape[-2:]
-        if h_in % self.factor or w_in % self.factor:
+        ph, pw = -h_in % self.factor, -w_in % self.factor
+        if (ph or pw) and self.pad:
+            x = F.pad(x, (0, pw, 0, ph))  # (B, C, H + ph, W + pw); cropped again at the end
+        elif ph or pw:
             raise DataError(f"UNet with {self.levels} levels needs H and W divisible by "
-                            f"{self.factor}, got {h_in}x{w_in}; pad/resize the images or shorten channel_mult")
+                            f"{self.factor}, got {h_in}x{w_in}; add pad: true to the network's kwargs, resize the images or shorten "
+                            "channel_mult")
         check_inputs(x, t, "UNet")
         labels = resolve_labels(cond, self.num_classes, x.shape[0], x.device, "UNet")
         emb = self.embed(t, labels)  # (B, 4 * base_channels)
@@ -221,4 +228,4 @@ class UNet(nn.Module):
             if i < len(self.upsample):
                 h = self.upsample[i](h)
 
-        return self.conv_out(F.silu(self.norm_out(h)))
+        return self.conv_out(F.silu(self.norm_out(h)))[..., :h_in, :w_in]
