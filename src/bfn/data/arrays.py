@@ -155,7 +155,7 @@ def array_format(x: np.ndarray, folder: bool, options: dict[str, Any]) -> UserFo
             raise DataError(f"{name} must be an integer >= 2, got {value!r}")
     if kind != "discrete" and "num_bins" in opts and x.dtype.kind in "biu" and "low" not in opts:
         k = opts["num_bins"]  # declared bins of integer data: bin indices 0..K-1 (or 8-bit grey levels)
-        if x.size and 0 <= x.min() and x.max() < k:
+        if x.size and x.min() >= 0 and x.max() < k:
             opts["low"], opts["high"] = 0, k - 1
         elif x.dtype == np.uint8:
             opts["low"], opts["high"] = 0, 255

@@ -204,8 +204,8 @@ class UNet(nn.Module):
             x = F.pad(x, (0, pw, 0, ph))  # (B, C, H + ph, W + pw); cropped again at the end
         elif ph or pw:
             raise DataError(f"UNet with {self.levels} levels needs H and W divisible by "
-                            f"{self.factor}, got {h_in}x{w_in}; add pad: true to the network's kwargs, resize the images or shorten "
-                            "channel_mult")
+                            f"{self.factor}, got {h_in}x{w_in}; add pad: true to the network's kwargs, resize the "
+                            "images or shorten channel_mult")
         check_inputs(x, t, "UNet")
         labels = resolve_labels(cond, self.num_classes, x.shape[0], x.device, "UNet")
         emb = self.embed(t, labels)  # (B, 4 * base_channels)
