@@ -153,6 +153,8 @@ def array_format(x: np.ndarray, folder: bool, options: dict[str, Any]) -> UserFo
         value = opts.get(name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 2):
             raise DataError(f"{name} must be an integer >= 2, got {value!r}")
+        if value is not None and value > MAX_BINS:
+            raise DataError(f"{name}={value} is more than {MAX_BINS}; use kind='continuous' for such data")
     if kind != "discrete" and "num_bins" in opts and x.dtype.kind in "biu" and "low" not in opts:
         k = opts["num_bins"]  # declared bins of integer data: bin indices 0..K-1 (or 8-bit grey levels)
         if x.size and x.min() >= 0 and x.max() < k:
