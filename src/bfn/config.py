@@ -97,7 +97,7 @@ class TrainConfig:
     max_bad_steps: int = 20  # with nan_policy=skip: stop after this many consecutive non-finite losses
     compile: bool = False
     tensorboard: bool = False
-    threads: int = 0  # CPU intra-op threads; 0: torch's default (one per core). Use 1 per run when runs share cores
+    threads: int = 0  # CPU threads; 0: auto, the cores not busy with other jobs (see bfn.utils.threads)
 
 
 @dataclass
