@@ -95,8 +95,6 @@ def _auto_settings(kind: str, layout: str, shape: tuple[int, ...], n_train: int,
 
 def summary(path: Path, x: Any, labels: Any, n_train: int | None, fmt: Any, cfg: RunConfig) -> str:
     """One line: what the file holds, what bfn made of it, how to change it."""
-    from bfn.data.infer import is_image_layout
-
     n = x.shape[0]
     what = {"N": "scalars", "ND": "rows", "NHW": "grey images (N, H, W)", "NHWC": "images, channels last (N, H, W, C)",
             "NCHW": "images, channels first (N, C, H, W)"}[fmt.layout]
@@ -108,7 +106,7 @@ def summary(path: Path, x: Any, labels: Any, n_train: int | None, fmt: Any, cfg:
     change = ["data.options.kind=continuous|discretized|discrete"]
     if fmt.kind == "discretized":
         change.append("data.options.num_bins=K")
-    if is_image_layout(fmt.layout) or fmt.layout == "ND":
-        change.append("data.options.layout=" + ("NCHW|NHWC|NHW" if is_image_layout(fmt.layout) else "ND|NHW"))
+    if len(x.shape) == 4:
+        change.append("data.options.layout=NCHW|NHWC")
     return (f"{path.name}: {n} {what} of shape {tuple(x.shape[1:])}, {x.dtype}; {fmt.describe()}; {lab}; {split}; "
             f"network {cfg.model.network.name}. To change: {', '.join(change)}")
