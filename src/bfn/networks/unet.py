@@ -98,7 +98,8 @@ class UNet(nn.Module):
     """Improved-DDPM U-Net (Nichol & Dhariwal 2021, after Ho et al. 2020): [B, C_in, H, W] -> [B, C_out, H, W].
 
     Args:
-        in_channels, out_channels: channels of the input and of the output.
+        in_channels: channels of the input.
+        out_channels: channels of the output.
         base_channels: channels of the first level; level i has `base_channels * channel_mult[i]`.
         channel_mult: one entry per resolution; H and W are halved between consecutive levels.
         num_res_blocks: residual blocks per level on the way down (one more on the way up).
