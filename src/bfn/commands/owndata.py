@@ -50,6 +50,7 @@ def own_data_config(source: str, overrides: list[str] | tuple[str, ...] = ()) ->
     options = {k: v for k, v in declared.data.options.items() if k != "path"}
     x, labels, n_train = read_user_array(path)
     fmt = array_format(x, path.is_dir(), options)
+    fmt.to_model(x)  # every value checked now: a mistake is reported before anything is built
     shape = _model_shape(x.shape, fmt.layout)
     n = x.shape[0]
     n_fit = n_train if n_train is not None else len(split_indices(n, "train"))

@@ -137,7 +137,7 @@ def array_format(x: np.ndarray, folder: bool, options: dict[str, Any]) -> UserFo
     """The `UserFormat` of array `x` (an image folder's when `folder`): declared `options` checked, the rest
     inferred."""
     opts = {k: v for k, v in options.items() if v is not None}
-    kind = opts.get("kind")
+    kind = opts.get("kind") or ("discrete" if "num_classes" in opts or "values" in opts else None)
     if kind is not None and kind not in KINDS:
         raise DataError(f"declare the data type with kind= one of {', '.join(KINDS)} (or leave it out to infer "
                         f"it), got {kind!r}")

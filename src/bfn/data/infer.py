@@ -233,14 +233,14 @@ def infer_format(x: np.ndarray, options: dict[str, Any] | None = None) -> UserFo
         if bins > MAX_BINS:
             raise DataError(f"{bins} bins are more than {MAX_BINS}; use data.options.kind=continuous for such data")
         if bins < 2:
-            raise DataError(f"the data holds one value only ({low}); nothing to learn")
+            raise DataError(f"the data holds one value only ({low:.4g}); nothing to learn")
         return UserFormat(layout, kind, num_bins=bins, low=low, high=high, dtype=dtype)
     low, high = opts.get("low"), opts.get("high")
     if low is None or high is None:
         lo, hi = float(x.min()), float(x.max())
         low, high = (lo, hi) if (lo < -1 or hi > 1) else (None, None)
         if low is not None and low == high:
-            raise DataError(f"the data holds one value only ({lo}); nothing to learn")
+            raise DataError(f"the data holds one value only ({lo:.4g}); nothing to learn")
     return UserFormat(layout, "continuous", low=None if low is None else float(low),
                       high=None if high is None else float(high), dtype=dtype)
 

@@ -50,11 +50,10 @@ IMAGE_NETWORKS = ("unet",)
 
 def check_layout(network: str, layout: str, data_shape: tuple[int, ...]) -> None:
     """A layout the data's shape and the network can take, or a one-line ConfigError naming the fix."""
-    own = "`bfn train FILE.npy` infers the layout of an array by itself"
+    own = "`bfn train FILE.npy` infers the layout by itself"
     if layout == "image" and len(data_shape) != 3:
         raise ConfigError(f"model.layout=image needs examples of shape (C, H, W), but the data's are {data_shape}; "
-                          f"for (N, H, W) arrays give data.options.layout=NHW (a channel axis is added) or use "
-                          f"{own}")
+                          f"for (N, H, W) arrays give data.options.layout=NHW (a channel axis is added); {own}")
     if layout == "sequence" and len(data_shape) != 1:
         raise ConfigError(f"model.layout=sequence needs examples of shape (L,), but the data's are {data_shape}; "
                           "use model.layout=flat or reshape the data")

@@ -38,5 +38,5 @@ def auto_threads(cores: int | None = None, load: float | None = None) -> tuple[i
     free = max(1, min(cores, round(cores - load)))
     if free == cores:
         return free, None
-    return free, (f"train.threads=0 (auto): using {free} of {cores} CPU threads, as other jobs keep {load:.1f} cores "
-                  f"busy; set train.threads=N to choose")
+    return free, (f"train.threads=0 (auto): using {free} of {cores} CPU threads (load average {load:.1f} from other "
+                  "jobs); set train.threads=N to choose")
