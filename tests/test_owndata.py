@@ -151,3 +151,17 @@ def test_bfn_train_on_a_channels_last_file_then_sample(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert np.load(tmp_path / "runs" / "d" / "samples_paper_2.npy").shape == (3, 8, 8, 1)
+
+
+def test_an_image_folder_is_own_data(tmp_path: Path) -> None:
+    from PIL import Image
+
+    (tmp_path / "imgs").mkdir()
+    for i, a in enumerate(RNG.integers(0, 256, (12, 6, 5), dtype=np.uint8)):
+        Image.fromarray(a, mode="L").save(tmp_path / "imgs" / f"{i:02d}.png")
+    assert is_own_data(str(tmp_path / "imgs"))
+    cfg, line = own_data_config(str(tmp_path / "imgs"), [])
+    assert cfg.model.network.name == "unet" and cfg.data.options["layout"] == "NCHW"
+    assert "discretized, 256 bins for the integers 0..255" in line
+    (tmp_path / "imgs" / "config.yaml").write_text("")
+    assert not is_own_data(str(tmp_path / "imgs"))  # a run folder, not data
