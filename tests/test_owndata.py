@@ -165,3 +165,13 @@ def test_an_image_folder_is_own_data(tmp_path: Path) -> None:
     assert "discretized, 256 bins for the integers 0..255" in line
     (tmp_path / "imgs" / "config.yaml").write_text("")
     assert not is_own_data(str(tmp_path / "imgs"))  # a run folder, not data
+
+
+def test_a_preset_on_an_array_records_the_inferred_format(tmp_path: Path) -> None:
+    from bfn.commands.owndata import resolve_array_config
+
+    path = write(tmp_path / "d.npy", DIGITS[..., None])
+    cfg, line = resolve_array_config(load_config("mnist-discretized", ["data.name=array", f"data.options.path={path}"]))
+    assert cfg.data.options == {"path": path, "layout": "NHWC", "kind": "discretized", "dtype": "uint8",
+                                "num_bins": 17, "low": 0, "high": 16}
+    assert "channels last (N, H, W, C)" in line

@@ -94,6 +94,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         cfg = load_config(args.config, args.overrides)
         out = Path(args.out) if args.out else Path("runs") / cfg.name
+    if cfg.data.name == "array" and not is_own_data(args.config):
+        from bfn.commands.owndata import resolve_array_config
+
+        cfg, line = resolve_array_config(cfg)
+        print(line)
     result = train(cfg, out, resume=args.resume, device=args.device, progress=not args.no_progress)
     if result.steps_done == 0 and not result.interrupted:
         print(f"{out} already finished all {result.step} steps (last logged loss {result.final_loss:.3f}); nothing to "

@@ -61,6 +61,21 @@ def own_data_config(source: str, overrides: list[str] | tuple[str, ...] = ()) ->
     return cfg, summary(path, x, labels, n_train, fmt, cfg)
 
 
+def resolve_array_config(cfg: RunConfig) -> tuple[RunConfig, str]:
+    """A config with `data.name=array` (e.g. a preset with `data.name=array data.options.path=...`): its data
+    options completed with what is inferred from the file (so config.yaml records the exact format), and the one
+    line that says what was inferred."""
+    from bfn.data.arrays import array_format, read_user_array
+
+    options = dict(cfg.data.options)
+    path = options.pop("path", None)
+    x, labels, n_train = read_user_array(path)
+    fmt = array_format(x, Path(str(path)).expanduser().is_dir(), options)
+    fmt.to_model(x)
+    cfg.data.options = {**cfg.data.options, **fmt.options()}
+    return cfg, summary(Path(str(path)), x, labels, n_train, fmt, cfg)
+
+
 def _model_shape(shape: tuple[int, ...], layout: str) -> tuple[int, ...]:
     from bfn.data.infer import model_shape
 
@@ -101,7 +116,8 @@ def summary(path: Path, x: Any, labels: Any, n_train: int | None, fmt: Any, cfg:
             "NCHW": "images, channels first (N, C, H, W)"}[fmt.layout]
     if fmt.layout == "ND" and fmt.kind == "discrete" and cfg.model.layout == "sequence":
         what = "sequences (N, L)"
-    lab = "no labels" if labels is None else f"labels 0..{int(labels.max())}"
+    lab = "no labels" if labels is None else (
+        f"labels 0..{int(labels.max())}" + ("" if cfg.model.conditional else " (model.conditional=true uses them)"))
     split = (f"the file's split {n_train}/{n - n_train}" if n_train is not None
              else "a seeded 90/10 train/test split")
     change = ["data.options.kind=continuous|discretized|discrete"]
