@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import Dataset
 
 from bfn.data.common import NO_LABEL, Item, label_tensor
-from bfn.data.infer import KINDS, MAX_BINS, UserFormat, infer_format
+from bfn.data.infer import KINDS, MAX_BINS, UserFormat, check_numeric, infer_format
 from bfn.errors import DataError
 
 TEST_FRACTION = 0.1
@@ -136,6 +136,7 @@ def user_format(path: str | os.PathLike[str] | None, options: dict[str, Any]) ->
 def array_format(x: np.ndarray, folder: bool, options: dict[str, Any]) -> UserFormat:
     """The `UserFormat` of array `x` (an image folder's when `folder`): declared `options` checked, the rest
     inferred."""
+    check_numeric(x)
     opts = {k: v for k, v in options.items() if v is not None}
     kind = opts.get("kind") or ("discrete" if "num_classes" in opts or "values" in opts else None)
     if kind is not None and kind not in KINDS:

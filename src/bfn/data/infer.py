@@ -203,13 +203,7 @@ def infer_format(x: np.ndarray, options: dict[str, Any] | None = None) -> UserFo
     - floats: continuous, scaled from [min, max] to [-1, 1] when they leave [-1, 1].
     """
     opts = {k: v for k, v in (options or {}).items() if v is not None}
-    if x.size == 0:
-        raise DataError(f"the data array is empty (shape {x.shape}); give at least one example")
-    if x.dtype.kind not in "biuf":
-        raise DataError(f"the data has dtype {x.dtype}; give a numeric array (integers or floats)")
-    if x.dtype.kind == "f" and not np.isfinite(x).all():
-        raise DataError(f"the data holds {np.count_nonzero(~np.isfinite(x))} NaN or Inf values; remove or "
-                        "replace them")
+    check_numeric(x)
     layout = opts.get("layout") or infer_layout(x.shape)
     check_layout(x.shape, layout)
     dtype = str(opts.get("dtype") or x.dtype.name)
@@ -243,6 +237,17 @@ def infer_format(x: np.ndarray, options: dict[str, Any] | None = None) -> UserFo
             raise DataError(f"the data holds one value only ({lo:.4g}); nothing to learn")
     return UserFormat(layout, "continuous", low=None if low is None else float(low),
                       high=None if high is None else float(high), dtype=dtype)
+
+
+def check_numeric(x: np.ndarray) -> None:
+    """A non-empty array of finite numbers (bool, integers or floats), or a one-line DataError."""
+    if x.size == 0:
+        raise DataError(f"the data array is empty (shape {x.shape}); give at least one example")
+    if x.dtype.kind not in "biuf":
+        raise DataError(f"the data has dtype {x.dtype}; give a numeric array (integers or floats)")
+    if x.dtype.kind == "f" and not np.isfinite(x).all():
+        raise DataError(f"the data holds {np.count_nonzero(~np.isfinite(x))} NaN or Inf values; remove or "
+                        "replace them")
 
 
 def _infer_kind(x: np.ndarray, layout: str, opts: dict[str, Any]) -> str:
