@@ -84,7 +84,7 @@ def config_page() -> str:
 
     for name, entry in REGISTRY.items():
         opts = ", ".join(f"`{o}`" for o in entry.options) or "none"
-        lines.append(f"| `{name}` | {opts} | {entry.spec.description} |")
+        lines.append(f"| `{name}` | {opts} | {entry.description} |")
     return "\n".join(lines) + "\n"
 
 

@@ -15,9 +15,9 @@ from bfn.commands.owndata import is_own_data, own_data_config
 from bfn.config import load_config
 from bfn.data import load_dataset
 from bfn.data.infer import infer_format
+from bfn.data.spec import DataSpec
 from bfn.errors import ConfigError, DataError
 from bfn.models import build_model
-from bfn.models.hub import DataInfo
 from bfn.networks.unet import UNet
 
 RNG = np.random.default_rng(0)
@@ -122,10 +122,10 @@ def test_padded_unet_takes_any_image_size(size: tuple[int, int]) -> None:
 def test_old_failures_are_one_line_errors_that_name_the_fix() -> None:
     cfg = load_config("mnist-discretized")
     with pytest.raises(ConfigError, match=r"network 'unet' takes images \(C, H, W\).*data.options.layout=NHW"):
-        build_model(cfg.model, DataInfo(kind="discretized", shape=(8, 8), num_bins=17))
+        build_model(cfg.model, DataSpec(kind="discretized", shape=(8, 8), num_bins=17))
     cfg = load_config("mnist-discretized", ["model.layout=image"])
     with pytest.raises(ConfigError, match="model.layout=image needs examples of shape"):
-        build_model(cfg.model, DataInfo(kind="discretized", shape=(8, 8), num_bins=17))
+        build_model(cfg.model, DataSpec(kind="discretized", shape=(8, 8), num_bins=17))
 
 
 def test_a_new_dataset_drops_the_old_options_and_tilde_removes_one() -> None:

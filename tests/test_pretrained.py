@@ -15,10 +15,10 @@ import torch
 from PIL import Image
 
 from bfn.config import load_config
+from bfn.data.spec import DataSpec
 from bfn.errors import CheckpointError
 from bfn.models import BFN, build_model
 from bfn.models.ddpm import DDPM
-from bfn.models.hub import DataInfo
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -26,7 +26,7 @@ COMMIT = "0123456789abcdef0123456789abcdef01234567"
 def tiny_bfn() -> BFN:
     cfg = load_config("mixture-1d", ["model.network.kwargs.hidden=16", "model.network.kwargs.depth=2"])
     torch.manual_seed(0)
-    model = build_model(cfg.model, DataInfo(kind="continuous", shape=(1,)))
+    model = build_model(cfg.model, DataSpec(kind="continuous", shape=(1,)))
     with torch.no_grad():  # non-zero weights everywhere, so that a load that drops a tensor shows
         for p in model.parameters():
             p.add_(0.1 * torch.randn_like(p))

@@ -141,7 +141,7 @@ def preset_yaml(name: str) -> str:
     """The YAML text of the shipped preset `name` (ConfigError naming the presets otherwise)."""
     if name not in list_presets():
         raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(list_presets())}")
-    return resources.files("bfn").joinpath(PRESET_DIR, f"{name}.yaml").read_text()
+    return resources.files("bfn").joinpath(PRESET_DIR).joinpath(f"{name}.yaml").read_text()
 
 
 def _read_preset(name_or_path: str) -> str:

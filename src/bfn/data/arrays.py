@@ -66,7 +66,7 @@ def load_image_folder(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
             labels = (labels or []) + [k] * len(found)
     if not files:
         raise DataError(f"no .png images in {path} (nor in class subfolders); put the images there")
-    images = []
+    images: list[np.ndarray] = []
     for f in files:
         with Image.open(f) as img:
             colour = img.mode not in ("1", "L", "LA", "I", "I;16")
@@ -99,7 +99,7 @@ class ArrayDataset(Dataset):
         return self.x.shape[0]
 
     def __getitem__(self, index: int) -> Item:
-        return self.x[index], label_tensor(NO_LABEL if self.labels is None else self.labels[index])
+        return self.x[index], label_tensor(NO_LABEL if self.labels is None else int(self.labels[index]))
 
 
 def read_user_array(path: str | os.PathLike[str] | None) -> tuple[np.ndarray, np.ndarray | None, int | None]:

@@ -57,8 +57,20 @@ class UserFormat:
         if self.kind == "discrete":
             return torch.from_numpy(_class_indices(x, self.values))
         if self.kind == "discretized":
-            return torch.from_numpy(_bin_centres(x, self.num_bins, self.low, self.high))
+            return torch.from_numpy(_bin_centres(x, self.bins, self.low, self.high))
         return torch.from_numpy(_scale(x, self.low, self.high))
+
+    @property
+    def bins(self) -> int:
+        """K of discretized data (set whenever kind is "discretized")."""
+        assert self.num_bins is not None, "discretized formats carry num_bins"
+        return self.num_bins
+
+    @property
+    def range(self) -> tuple[float, float]:
+        """(low, high) where a range is set."""
+        assert self.low is not None and self.high is not None, "the range is set"
+        return self.low, self.high
 
     # --- model -> user --------------------------------------------------------------------------------------
     def to_user(self, x: torch.Tensor) -> np.ndarray:
@@ -68,15 +80,20 @@ class UserFormat:
             idx = a.long().numpy()
             out = np.asarray(self.values)[idx] if self.values is not None else idx
         elif self.kind == "discretized":
-            k = ((a.double() + 1) * self.num_bins / 2 - 0.5).round().clamp(0, self.num_bins - 1).long().numpy()
+            bins = self.bins
+            k = ((a.double() + 1) * bins / 2 - 0.5).round().clamp(0, bins - 1).long().numpy()
             if self.low is None:  # given as bin centres: back to bin centres
-                out = ((2 * k + 1) / self.num_bins - 1).astype(np.float32)
+                out = ((2 * k + 1) / bins - 1).astype(np.float32)
             else:
-                span = self.high - self.low + 1
-                out = self.low + np.floor((k + 0.5) * span / self.num_bins)
+                low, high = self.range
+                out = low + np.floor((k + 0.5) * (high - low + 1) / bins)
         else:
             v = a.double().numpy()
-            out = v if self.low is None else (v + 1) / 2 * (self.high - self.low) + self.low
+            if self.low is None:
+                out = v
+            else:
+                low, high = self.range
+                out = (v + 1) / 2 * (high - low) + low
         out = from_channels_first(out, self.layout)
         dtype = np.dtype(self.dtype)
         if dtype.kind in "iub":
@@ -107,11 +124,12 @@ class UserFormat:
         if self.kind == "discretized":
             if self.low is None:
                 return f"discretized, {self.num_bins} bins (bin centres in [-1, 1])"
-            return f"discretized, {self.num_bins} bins for the integers {_num(self.low)}..{_num(self.high)}"
+            low, high = self.range
+            return f"discretized, {self.num_bins} bins for the integers {_num(low)}..{_num(high)}"
         if self.low is None:
             return "continuous (values used as they are)"
-        return (f"continuous, values in [{_num(self.low)}, {_num(self.high)}] scaled to [-1, 1] (samples are "
-                "mapped back)")
+        low, high = self.range
+        return f"continuous, values in [{_num(low)}, {_num(high)}] scaled to [-1, 1] (samples are mapped back)"
 
 
 def _num(v: float) -> str:
@@ -229,7 +247,7 @@ def infer_format(x: np.ndarray, options: dict[str, Any] | None = None) -> UserFo
         if bins < 2:
             raise DataError(f"the data holds one value only ({low:.4g}); nothing to learn")
         return UserFormat(layout, kind, num_bins=bins, low=low, high=high, dtype=dtype)
-    low, high = opts.get("low"), opts.get("high")
+    low, high = opts.get("low"), opts.get("high")  # type: ignore[assignment]
     if low is None or high is None:
         lo, hi = float(x.min()), float(x.max())
         low, high = (lo, hi) if (lo < -1 or hi > 1) else (None, None)
@@ -275,7 +293,7 @@ def _values(x: np.ndarray, opts: dict[str, Any]) -> list[int]:
     if "values" in opts:
         values = [int(v) for v in opts["values"]]
     elif "num_classes" in opts:
-        k = _int_opt(opts, "num_classes")
+        k = _int_opt(opts, "num_classes") or 2
         lo = int(x.min())
         values = list(range(min(lo, 0), min(lo, 0) + k))
     else:
@@ -331,7 +349,7 @@ def _bin_centres(x: np.ndarray, num_bins: int, low: float | None, high: float | 
                             f"is {off:.3g} away; give integer values instead")
         return centres[k].astype(np.float32)
     xi = x.astype(np.int64)
-    lo, hi = int(low), int(high)
+    lo, hi = int(low), int(high if high is not None else low)
     if xi.min() < lo or xi.max() > hi:
         bad = xi.min() if xi.min() < lo else xi.max()
         raise DataError(f"the value {bad} is outside the range {lo}..{hi} of data.options.low/high; fix the data or "
@@ -342,6 +360,6 @@ def _bin_centres(x: np.ndarray, num_bins: int, low: float | None, high: float | 
 
 def _scale(x: np.ndarray, low: float | None, high: float | None) -> np.ndarray:
     v = x.astype(np.float64)
-    if low is not None:
+    if low is not None and high is not None:
         v = 2 * (v - low) / (high - low) - 1
     return v.astype(np.float32)

@@ -73,10 +73,10 @@ def own_data_report(run_dir: Path, cfg: Any, model: Any, x: torch.Tensor, *, dev
 
     from bfn.data import load_dataset
     from bfn.evaluation.nll import evaluate_nll
-    from bfn.models.hub import atomic_write
+    from bfn.utils.io import atomic_write
     from bfn.viz.grid import save_sample_grid
 
-    data = model.config["data"]
+    data = model.data
     user = user_samples(cfg, x)
 
     def write(tmp: str) -> None:
@@ -84,20 +84,20 @@ def own_data_report(run_dir: Path, cfg: Any, model: Any, x: torch.Tensor, *, dev
             np.save(f, user)
 
     atomic_write(run_dir / "samples.npy", write)
-    picture = save_sample_grid(x, run_dir / "samples.png", kind=data["kind"], num_bins=data.get("num_bins"),
-                               num_classes=data.get("num_classes") or 2)
+    picture = save_sample_grid(x, run_dir / "samples.png", kind=data.kind, num_bins=data.num_bins,
+                               num_classes=data.classes)
     lo, hi = (user.min(), user.max()) if user.size else (0, 0)
     out: dict[str, Any] = {"samples": f"{run_dir / 'samples.npy'} {tuple(user.shape)} {user.dtype}, values "
                                       f"{lo:.4g}..{hi:.4g} (your layout and range); picture {picture}"}
     test, _ = load_dataset(cfg.data.name, "test", root=cfg.data.root, **cfg.data.options)
-    if getattr(model, "nll", None) is not None:
+    if model.capabilities.likelihood != "none":
         result = evaluate_nll(model, test, steps=["inf"], repeats=1, seed=seed, device=device, limit=limit)
         res = result["results"]["inf"]
         out["test NLL"] = (f"{res['nats']:.3f} ± {res['nats_se']:.3f} nats/example, {res['bits_per_dim']:.4f} bits/dim "
                            f"({res['bound']}, {result['n_examples']} test examples, 1 repeat; more: bfn eval "
                            f"{run_dir} --nll)")
         opts = cfg.data.options
-        if data["kind"] == "continuous" and opts.get("low") is not None:
+        if data.kind == "continuous" and opts.get("low") is not None:
             # x = m + s x' with s = (high - low) / 2: -ln p(x) = -ln p(x') + D ln s (change of variables)
             shift = result["dims"] * math.log((opts["high"] - opts["low"]) / 2)
             out["test NLL"] += (f"; in your units (before the scaling to [-1, 1]): {res['nats'] + shift:.3f} "

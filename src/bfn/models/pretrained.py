@@ -14,9 +14,10 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from torch import nn
+if TYPE_CHECKING:
+    from bfn.models.base import GenerativeModel
 
 from bfn.errors import CheckpointError
 
@@ -52,7 +53,8 @@ def resolve_pretrained(name_or_path: str | os.PathLike[str], *, revision: str | 
 
     offline = bool(local_files_only or constants.HF_HUB_OFFLINE)
     try:  # huggingface_hub itself falls back to its cache when the Hub cannot be reached
-        return Path(snapshot_download(name, revision=revision, cache_dir=cache_dir, token=token,
+        return Path(snapshot_download(name, revision=revision, cache_dir=None if cache_dir is None else Path(cache_dir),
+                                      token=token,
                                       force_download=force_download, local_files_only=offline,
                                       allow_patterns=HUB_FILES, library_name="bfn"))
     except HFValidationError:
@@ -130,11 +132,12 @@ def _measured(folder: Path) -> list[tuple[str, str]]:
     return rows
 
 
-def save_with_card(model: nn.Module, directory: str | os.PathLike[str], *, source: str | os.PathLike[str] | None = None,
-                   repo_id: str | None = None) -> Path:
+def save_with_card(model: GenerativeModel, directory: str | os.PathLike[str], *,
+                   source: str | os.PathLike[str] | None = None, repo_id: str | None = None) -> Path:
     """`bfn.models.hub.save_pretrained` plus a model card; `source` (a run folder) lends its evaluation files and
     sample grid to the card (they are copied)."""
-    from bfn.models.hub import atomic_write_text, save_pretrained
+    from bfn.models.hub import save_pretrained
+    from bfn.utils.io import atomic_write_text
 
     directory = Path(directory)
     save_pretrained(model, directory)
@@ -158,7 +161,7 @@ def push_folder(directory: Path, repo_id: str, *, commit_message: str, private: 
     return str(getattr(info, "commit_url", info))
 
 
-def push_model(model: nn.Module, repo_id: str, *, source: str | os.PathLike[str] | None = None,
+def push_model(model: GenerativeModel, repo_id: str, *, source: str | os.PathLike[str] | None = None,
                commit_message: str = "Upload bfn model", private: bool | None = None, token: str | None = None,
                branch: str | None = None, create_pr: bool = False) -> str:
     """Save `model` with its card into a temporary folder and upload it to the Hub repository `repo_id`."""
