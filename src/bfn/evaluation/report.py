@@ -42,13 +42,13 @@ def post_train_report(run_dir: str | Path, *, device: str = "cpu", seed: int = 0
         out.update({"W1 to fresh data": f"{metrics['wasserstein_1']:.4f}",
                     "mode fractions": ", ".join(f"{f:.3f}" for f in metrics["mode_fractions"]),  # type: ignore[attr-defined]
                     "histogram": str(plot), "metrics": str(run_dir / "eval_toy.json")})
+    elif cfg.data.name == "array":  # before text: the user's own integer sequences go back to their values
+        out.update(own_data_report(run_dir, cfg, model, x, device=device, seed=seed))
     elif data_is_text(model.data):
         from bfn.viz.text import write_text_samples
 
         path = write_text_samples(x, run_dir / "samples.txt")
         out["samples"] = f"{path}\n" + path.read_text().rstrip("\n")
-    elif cfg.data.name == "array":
-        out.update(own_data_report(run_dir, cfg, model, x, device=device, seed=seed))
     else:
         data = model.config["data"]
         path = save_sample_grid(x, run_dir / "samples.png", kind=data["kind"], num_classes=data["num_classes"] or 2)
