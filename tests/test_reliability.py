@@ -432,7 +432,7 @@ MISTAKES = [
     (["train", "mixture-1d", "data.name=array", "data.options.path=floats.npy", "data.options.kind=continuous"],
      "the dataset has 45 examples, fewer than one global batch of 256"),
     (["train", "mixture-1d", "data.name=array", "data.options.path=huge.npy", "data.options.kind=continuous",
-      "train.batch_size=16", "--no-progress"], "continuous data must be scaled to about [-1, 1]"),
+      "train.batch_size=16", "--no-progress"], "the data holds one value only (1e+25); nothing to learn"),
     (["train", "mixture-1d", "train.lr=1", "train.grad_clip=0", "train.warmup_steps=0", "train.weight_decay=1e30",
       "--no-progress"], "non-finite loss at step 2, before the first checkpoint"),
     (["train", "mixture-1d", "train.lr=1e38"], "train.lr must be in (0, 1]"),

@@ -78,7 +78,7 @@ def test_model_grid_for_every_data_type(case, probs, tmp_path):
     name, model = case
     path = viz.save_model_grid(model, tmp_path / "grid.png", n=6, steps=3, probs=probs)
     expected = {"continuous-1d": (8 * DPI, 3 * DPI), "continuous-2d": (4 * DPI, 4 * DPI)}.get(name)
-    assert size(path) == (expected or grid_size(6, 8, 8, scale=2))
+    assert size(path) == (expected or grid_size(6, 8, 8, scale=6))  # 8x8 images enlarged to 48 px
 
 
 def test_probabilities_show_the_expected_class(tmp_path):
@@ -92,6 +92,26 @@ def test_probabilities_show_the_expected_class(tmp_path):
     path = viz.save_sample_grid(k2, tmp_path / "k2.png", kind="discrete", num_classes=2, scale=1)
     with Image.open(path) as im:
         assert im.getpixel((3, 3)) == 255
+
+
+def test_small_images_are_enlarged_and_separated_by_grey_lines(tmp_path):
+    white = torch.ones(4, 1, 8, 8, dtype=torch.long)  # binary images, all white: white separators would vanish
+    path = viz.save_sample_grid(white, tmp_path / "w.png", kind="discrete", num_classes=2)
+    assert size(path) == grid_size(4, 8, 8, scale=6)
+    with Image.open(path) as im:
+        arr = np.array(im)
+    assert arr[0, 0] == 128 and arr[6 * 2, 6 * 2] == 255  # a separator pixel, then the first image's corner
+    assert (arr[:, 6 * 10: 6 * 12] == 128).all()  # the column between the two images of the first row
+
+
+def test_training_curve_panels_have_legends_and_units():
+    from bfn.viz.curves import UNITS, _panel
+    from bfn.viz.plots import new_figure
+
+    ax = new_figure(4, 3).add_subplot(1, 1, 1)
+    _panel(ax, [1.0, 2.0], [3.0, 2.0], name="loss", unit=UNITS["loss"], log=True, smooth=0)
+    assert ax.get_ylabel() == "loss (nats/example)" and ax.get_xlabel() == "training step"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["loss"]
 
 
 def test_sample_grid_keeps_discrete_sequences_as_rows(tmp_path):
@@ -285,7 +305,7 @@ def test_show_command_writes_each_figure(tmp_path, monkeypatch, capsys):
         assert p.startswith(str(run / "figures")) and size(p)
     out = str(tmp_path / "g.png")
     assert cli([str(run), "--grid", "--probs", "--steps", "2", "--device", "cpu", "--out", out]) == 0
-    assert size(tmp_path / "g.png") == grid_size(64, 8, 8, scale=2)
+    assert size(tmp_path / "g.png") == grid_size(64, 8, 8, scale=6)
     assert cli([str(run), "--all", "--steps", "2", "--n", "2", "--device", "cpu"]) == 0
     assert "skipped --trajectories" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="choose a figure"):

@@ -11,6 +11,7 @@ from bfn.commands import HelpFormatter
 from bfn.errors import BFNError, ConfigError
 
 EPILOG = """examples:
+  bfn train digits.npz                      # your own array: the layout, data type and model are chosen for it
   bfn train mixture-1d                      # 1-D Gaussian mixture demo, under a minute on a laptop CPU
   bfn train mnist-discrete train.steps=500  # binarized MNIST; any config key can be overridden
   bfn train runs/mnist-discrete --resume    # continue a stopped run
@@ -30,9 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("train", help="train a model from a preset, a YAML file or a run directory",
-                       formatter_class=HelpFormatter)
-    p.add_argument("config", help="preset name (see `bfn presets`), a .yaml file, or a run directory to resume")
+    p = sub.add_parser("train", help="train a model on your .npy/.npz file or image folder, or from a preset, a YAML "
+                                     "file or a run directory", formatter_class=HelpFormatter)
+    p.add_argument("config", help="your data (.npy/.npz file or folder of PNG images: the model is chosen for it), "
+                                  "a preset name (see `bfn presets`), a .yaml file, or a run directory to resume")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.steps=500")
     p.add_argument("--out", default=None, help="run directory (default: runs/<preset name>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
@@ -42,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch.compile the network (= train.compile=true): minutes of compilation, then faster steps")
     _add_common(p)
 
-    p = sub.add_parser("presets", help="list the shipped presets")
+    p = sub.add_parser("presets", help="list the shipped presets, or print one's YAML (`bfn presets NAME`)")
+    p.add_argument("name", nargs="?", default=None, help="a preset to print as YAML (default: list them all)")
     _add_common(p)
     p = sub.add_parser("samplers", help="list the available samplers")
     _add_common(p)
@@ -76,8 +79,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.compile:
         args.overrides = [*args.overrides, "train.compile=true"]
+    from bfn.commands.owndata import is_own_data, own_data_config
+
     source = Path(args.config)
-    if source.is_dir():
+    if is_own_data(args.config):
+        cfg, line = own_data_config(args.config, args.overrides)
+        print(line)
+        out = Path(args.out) if args.out else Path("runs") / cfg.name
+    elif source.is_dir():
         if not (source / "config.yaml").is_file():
             raise ConfigError(f"{source} is a directory without config.yaml; give a preset name or a run directory")
         cfg = load_config(str(source / "config.yaml"), args.overrides)
@@ -85,6 +94,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         cfg = load_config(args.config, args.overrides)
         out = Path(args.out) if args.out else Path("runs") / cfg.name
+    if cfg.data.name == "array" and not is_own_data(args.config):
+        from bfn.commands.owndata import resolve_array_config
+
+        cfg, line = resolve_array_config(cfg)
+        print(line)
     result = train(cfg, out, resume=args.resume, device=args.device, progress=not args.no_progress)
     if result.steps_done == 0 and not result.interrupted:
         print(f"{out} already finished all {result.step} steps (last logged loss {result.final_loss:.3f}); nothing to "
@@ -105,8 +119,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_presets(args: argparse.Namespace) -> int:
-    from bfn.config import list_presets, load_config
+    from bfn.config import list_presets, load_config, preset_yaml
 
+    if args.name is not None:
+        print(preset_yaml(args.name), end="")
+        return 0
     for name in list_presets():
         print(f"{name:28s} {load_config(name).description}")
     return 0
@@ -141,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         # overrides may follow options (`bfn train PRESET --out DIR a.b=1`); argparse stops collecting the
         # positional list at the first option, so the rest arrives here.
         command = getattr(args, "command", None)
-        if command in ("train", "distill") and all("=" in e and not e.startswith("-") for e in extra):
+        if command in ("train", "distill") and all(("=" in e or e.startswith("~")) and not e.startswith("-")
+                                                   for e in extra):
             args.overrides = [*args.overrides, *extra]
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")

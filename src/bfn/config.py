@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from bfn.errors import ConfigError, first_line
@@ -101,7 +101,7 @@ class TrainConfig:
     max_bad_steps: int = 20  # with nan_policy=skip: stop after this many consecutive non-finite losses
     compile: bool = False
     tensorboard: bool = False
-    threads: int = 0  # CPU intra-op threads; 0: torch's default (one per core). Use 1 per run when runs share cores
+    threads: int = 0  # CPU threads; 0: auto, the cores not busy with other jobs (see bfn.utils.threads)
 
 
 @dataclass
@@ -139,6 +139,13 @@ def _preset_text(name_or_path: str) -> str:
     except (OSError, ValueError) as err:  # a name too long for the file system, an unreadable or binary file
         raise ConfigError(f"cannot read config {name_or_path[:100]!r}: {first_line(err)}; give a preset name or a "
                           "readable UTF-8 .yaml file") from None
+
+
+def preset_yaml(name: str) -> str:
+    """The YAML text of the shipped preset `name` (ConfigError naming the presets otherwise)."""
+    if name not in list_presets():
+        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(list_presets())}")
+    return resources.files("bfn").joinpath(PRESET_DIR).joinpath(f"{name}.yaml").read_text()
 
 
 def _read_preset(name_or_path: str) -> str:
@@ -187,15 +194,40 @@ def load_config(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()) 
 
 
 def merge_overrides(config: RunConfig, overrides: list[str] | tuple[str, ...]) -> RunConfig:
-    """Apply dotted `key=value` overrides (e.g. `train.steps=500`) to a config."""
+    """Apply dotted `key=value` overrides (e.g. `train.steps=500`) to a config.
+
+    `~key` removes an entry of a free-form mapping (e.g. `~data.options.bins`, `~model.network.kwargs.pad`), and
+    a new `data.name` drops the previous dataset's `data.options` (they belong to that dataset)."""
+    removals = [item[1:] for item in overrides if item.startswith("~")]
+    overrides = [item for item in overrides if not item.startswith("~")]
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"override {item!r} is not of the form key=value (e.g. train.steps=500)")
+            raise ConfigError(f"override {item!r} is not of the form key=value (e.g. train.steps=500), or ~key to "
+                              "remove an entry")
     try:
         dotlist = OmegaConf.from_dotlist(list(overrides))
     except _PARSE_ERRORS as err:
         raise ConfigError(f"cannot parse overrides: {_one_line(err)}") from None
-    return _merge(OmegaConf.structured(config), dotlist, "overrides")
+    base = OmegaConf.structured(config)
+    new_name = OmegaConf.select(dotlist, "data.name")
+    if new_name is not None and new_name != config.data.name:
+        base.data.options = {}
+    for key in removals:
+        _remove(base, key)
+    return _merge(base, dotlist, "overrides")
+
+
+def _remove(cfg: DictConfig, key: str) -> None:
+    """Delete `key` (dotted) from a free-form mapping of `cfg` (ConfigError when it is not there)."""
+    parent_key, _, leaf = key.rpartition(".")
+    parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
+    if not isinstance(parent, DictConfig) or leaf not in parent:
+        raise ConfigError(f"cannot remove {key!r}: there is no such entry")
+    if parent_key not in ("data.options", "model.network.kwargs"):
+        raise ConfigError(f"cannot remove {key!r}: only entries of data.options and model.network.kwargs can be "
+                          f"removed; set {key}=VALUE instead")
+    with open_dict(parent):
+        del parent[leaf]
 
 
 def _merge(base: Any, other: Any, what: str) -> RunConfig:

@@ -116,10 +116,21 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {path}")
         return 0
     save_sample_grid(x, out, kind=data.kind, num_bins=data.num_bins, num_classes=data.classes)
+    values, note = x.cpu().numpy(), ""
+    if (Path(args.run) / "config.yaml").is_file() and args.final != "mean":
+        from bfn.config import load_config
+
+        cfg = load_config(str(Path(args.run) / "config.yaml"))
+        if cfg.data.name == "array":  # the user's own data: back to their layout, dtype and values
+            from bfn.evaluation.report import user_samples
+
+            values = user_samples(cfg, x)
+            note = f" ({tuple(values.shape)} {values.dtype}: the layout and values of {cfg.data.options['path']})"
+
     def write_npy(tmp: str) -> None:
         with open(tmp, "wb") as f:
-            np.save(f, x.cpu().numpy())
+            np.save(f, values)
 
     atomic_write(out.with_suffix(".npy"), write_npy)
-    print(f"wrote {out} and {out.with_suffix('.npy')}")
+    print(f"wrote {out} and {out.with_suffix('.npy')}{note}")
     return 0

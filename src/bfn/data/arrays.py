@@ -4,40 +4,52 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from bfn.data.common import NO_LABEL, Item, bin_centres, label_tensor
+from bfn.data.common import NO_LABEL, Item, label_tensor
+from bfn.data.infer import KINDS, MAX_BINS, UserFormat, check_numeric, infer_format
 from bfn.errors import DataError
-from bfn.flows.continuous import MAX_MAGNITUDE
 
-KINDS = ("continuous", "discretized", "discrete")
 TEST_FRACTION = 0.1
 SPLIT_SEED = 0
 LABEL_KEYS = ("labels", "y")
 IMAGE_SUFFIXES = (".png",)
-MAX_BINS = 2**16  # discretized user data: up to 16-bit values
 
 
-def load_array_file(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
-    """Data (and labels, if an .npz holds `labels` or `y`) from a .npy or .npz file."""
+def load_array_file(path: Path) -> tuple[np.ndarray, np.ndarray | None, int | None]:
+    """Data, labels (if an .npz holds `labels` or `y`) and the size of the file's own training split (an .npz with
+    `x_train` and `x_test`, labels `y_train`/`y_test`; None otherwise) from a .npy or .npz file."""
     try:
         if path.suffix == ".npy":
-            return np.load(path, allow_pickle=False), None
+            return np.load(path, allow_pickle=False), None, None
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
     except (OSError, ValueError, EOFError) as err:
         raise DataError(f"cannot read {path} ({str(err).splitlines()[0]}); save it with numpy.save/savez "
                         "(no object arrays)") from None
+    if "x_train" in arrays and "x_test" in arrays:
+        return _given_split(path, arrays)
     labels = next((arrays.pop(k) for k in LABEL_KEYS if k in arrays), None)
     if "x" in arrays:
-        return arrays["x"], labels
+        return arrays["x"], labels, None
     if len(arrays) != 1:
         raise DataError(f"{path} holds arrays {sorted(arrays)}; name the data array `x` "
                         "(labels: `labels` or `y`)")
-    return next(iter(arrays.values())), labels
+    return next(iter(arrays.values())), labels, None
+
+
+def _given_split(path: Path, arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray | None, int]:
+    train, test = arrays["x_train"], arrays["x_test"]
+    if train.shape[1:] != test.shape[1:] or train.ndim == 0:
+        raise DataError(f"{path}: x_train {train.shape} and x_test {test.shape} must hold examples of one shape")
+    labels = None
+    if "y_train" in arrays and "y_test" in arrays:
+        labels = np.concatenate([arrays["y_train"], arrays["y_test"]])
+    return np.concatenate([train, test]), labels, len(train)
 
 
 def load_image_folder(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
@@ -54,7 +66,7 @@ def load_image_folder(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
             labels = (labels or []) + [k] * len(found)
     if not files:
         raise DataError(f"no .png images in {path} (nor in class subfolders); put the images there")
-    images = []
+    images: list[np.ndarray] = []
     for f in files:
         with Image.open(f) as img:
             colour = img.mode not in ("1", "L", "LA", "I", "I;16")
@@ -65,55 +77,6 @@ def load_image_folder(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
                             "resize all images to one size and mode")
         images.append(a)
     return np.stack(images), None if labels is None else np.asarray(labels)
-
-
-def to_model_format(x: np.ndarray, kind: str, num_bins: int | None, num_classes: int | None,
-                    from_images: bool) -> torch.Tensor:
-    """Check `x` against the declared kind and convert it to the model's data format."""
-    if x.size == 0:
-        raise DataError(f"the data array is empty (shape {x.shape}); give at least one example")
-    if x.dtype.kind not in "biuf":
-        raise DataError(f"the data has dtype {x.dtype}; give a numeric array (integers or floats)")
-    if x.dtype.kind == "f" and not np.isfinite(x).all():
-        raise DataError(f"the data holds {np.count_nonzero(~np.isfinite(x))} NaN or Inf values; remove or "
-                        "replace them")
-    if kind == "continuous":
-        with np.errstate(over="ignore"):
-            x32 = x.astype(np.float32)
-        if not np.isfinite(x32).all() or np.abs(x32).max() > MAX_MAGNITUDE:
-            raise DataError(f"the data holds values up to |x| = {np.abs(x).max():.3g}; continuous data must be "
-                            "scaled to about [-1, 1] (e.g. (x - mean) / (3 * std)) before training")
-        return torch.from_numpy(x32)
-    if kind == "discrete":
-        if x.dtype.kind == "f":
-            raise DataError(f"discrete data needs integer class indices, got {x.dtype}; cast with "
-                            "x.astype(np.int64) or declare kind='continuous'")
-        _check_classes(x, num_classes, "num_classes", "class index")
-        return torch.from_numpy(x.astype(np.int64))
-    if x.dtype.kind == "f":  # discretized, given as values: they must already sit on bin centres
-        centres = bin_centres(num_bins).numpy()
-        if x.min() < -1 or x.max() > 1:
-            raise DataError(f"discretized data must lie in [-1, 1], got [{x.min():.4g}, {x.max():.4g}]; "
-                            f"give bin centres (2k+1)/K - 1 or integer bin indices 0..{num_bins - 1}")
-        k = np.clip(np.floor((x.astype(np.float64) + 1) * num_bins / 2), 0, num_bins - 1).astype(np.int64)
-        off = np.abs(x - centres[k]).max()
-        if off > 1e-5:
-            raise DataError(f"discretized values must sit on the centres (2k+1)/K - 1 of the {num_bins} "
-                            f"bins; one is {off:.3g} away; give integer bin indices 0..{num_bins - 1}")
-        return torch.from_numpy(centres[k])
-    if from_images:  # 8-bit grey levels g -> bin floor(g * K / 256)
-        k = x.astype(np.int64) * num_bins // 256
-    else:
-        _check_classes(x, num_bins, "num_bins", "bin index")
-        k = x.astype(np.int64)
-    return bin_centres(num_bins)[torch.from_numpy(k)]
-
-
-def _check_classes(x: np.ndarray, k: int | None, name: str, what: str) -> None:
-    lo, hi = int(x.min()), int(x.max())
-    if lo < 0 or hi >= k:
-        bad = hi if hi >= k else lo
-        raise DataError(f"{what} {bad} is outside 0..{k - 1} for {name}={k}; fix the data or raise {name}")
 
 
 def split_indices(n: int, split: str) -> np.ndarray:
@@ -136,45 +99,102 @@ class ArrayDataset(Dataset):
         return self.x.shape[0]
 
     def __getitem__(self, index: int) -> Item:
-        return self.x[index], label_tensor(NO_LABEL if self.labels is None else self.labels[index])
+        return self.x[index], label_tensor(NO_LABEL if self.labels is None else int(self.labels[index]))
 
 
-def load_user_data(path: str | os.PathLike[str] | None, split: str, kind: str | None, num_bins: int | None,
-                   num_classes: int | None) -> tuple[ArrayDataset, tuple[int, ...], int | None]:
-    """The dataset of one split, the example shape and the number of labels (None without labels)."""
-    if kind not in KINDS:
-        raise DataError(f"declare the data type with kind= one of {', '.join(KINDS)}, got {kind!r}")
-    if kind == "discretized" and num_bins is None:
-        num_bins = 256
-    for name, value, need in (("num_bins", num_bins, kind == "discretized"),
-                              ("num_classes", num_classes, kind == "discrete")):
-        if need and (isinstance(value, bool) or not isinstance(value, int) or value < 2):
-            raise DataError(f"kind={kind!r} needs {name}= an integer >= 2, got {value!r}")
-    if kind == "discretized" and num_bins > MAX_BINS:
-        raise DataError(f"num_bins={num_bins} is more than {MAX_BINS} bins; use kind='continuous' for such data")
+def read_user_array(path: str | os.PathLike[str] | None) -> tuple[np.ndarray, np.ndarray | None, int | None]:
+    """(data, labels or None, number of training examples when the file gives its own split, else None) of a
+    .npy/.npz file or an image folder (images as [N, C, H, W] uint8)."""
     if path is None:
         raise DataError("the array dataset needs path= a .npy/.npz file or a folder of PNG images")
     path = Path(path).expanduser()
     if not path.exists():
         raise DataError(f"no such file or folder: {path}; give path= a .npy/.npz file or a folder of PNG "
                         "images")
+    n_train = None
     if path.is_dir():
         x, labels = load_image_folder(path)
     elif path.suffix in (".npy", ".npz"):
-        x, labels = load_array_file(path)
+        x, labels, n_train = load_array_file(path)
     else:
         raise DataError(f"{path} is not a .npy/.npz file or a folder; convert it with numpy.save")
     if x.ndim == 0:
         raise DataError(f"{path} holds a single value, not an array of examples; save an array [N, ...] with one "
                         "row per example")
-    x = x.reshape(-1, 1) if x.ndim == 1 else x
     if labels is not None:
         labels = _check_labels(labels, len(x))
-    data = to_model_format(x, kind, num_bins, num_classes, from_images=path.is_dir())
-    idx = torch.from_numpy(split_indices(len(data), split))
+    return x, labels, n_train
+
+
+def user_format(path: str | os.PathLike[str] | None, options: dict[str, Any]) -> UserFormat:
+    """The `UserFormat` of the data at `path`: `options` as declared, the rest inferred (see `infer_format`);
+    image folders are [N, C, H, W] 8-bit images."""
+    x, _, _ = read_user_array(path)
+    return array_format(x, Path(str(path)).expanduser().is_dir(), options)
+
+
+def array_format(x: np.ndarray, folder: bool, options: dict[str, Any]) -> UserFormat:
+    """The `UserFormat` of array `x` (an image folder's when `folder`): declared `options` checked, the rest
+    inferred."""
+    check_numeric(x)
+    opts = {k: v for k, v in options.items() if v is not None}
+    kind = opts.get("kind") or ("discrete" if "num_classes" in opts or "values" in opts else None)
+    if kind is not None and kind not in KINDS:
+        raise DataError(f"declare the data type with kind= one of {', '.join(KINDS)} (or leave it out to infer "
+                        f"it), got {kind!r}")
+    if folder:
+        opts.setdefault("layout", "NCHW")
+        if kind != "continuous":
+            opts.setdefault("low", 0)
+            opts.setdefault("high", 255)
+    if kind == "discrete" and x.dtype.kind == "f":
+        raise DataError(f"discrete data needs integer class indices, got {x.dtype}; cast with "
+                        "x.astype(np.int64) or declare kind='continuous'")
+    for name in ("num_bins", "num_classes"):
+        value = opts.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 2):
+            raise DataError(f"{name} must be an integer >= 2, got {value!r}")
+        if value is not None and value > MAX_BINS:
+            raise DataError(f"{name}={value} is more than {MAX_BINS}; use kind='continuous' for such data")
+    if kind != "discrete" and "num_bins" in opts and x.dtype.kind in "biu" and "low" not in opts:
+        k = opts["num_bins"]  # declared bins of integer data: bin indices 0..K-1 (or 8-bit grey levels)
+        if x.size and x.min() >= 0 and x.max() < k:
+            opts["low"], opts["high"] = 0, k - 1
+        elif x.dtype == np.uint8:
+            opts["low"], opts["high"] = 0, 255
+        elif x.size:
+            bad = int(x.max()) if x.max() >= k else int(x.min())
+            raise DataError(f"bin index {bad} is outside 0..{k - 1} for num_bins={k}; fix the data, raise num_bins "
+                            "or give the value range as data.options.low/high")
+    if kind == "discrete" and "num_classes" in opts and "values" not in opts and x.size:
+        k = opts["num_classes"]
+        if x.min() < 0 or x.max() >= k:
+            bad = int(x.max()) if x.max() >= k else int(x.min())
+            raise DataError(f"class index {bad} is outside 0..{k - 1} for num_classes={k}; fix the data or raise "
+                            "num_classes")
+        opts["values"] = list(range(k))
+    fmt = infer_format(x, opts)
+    if fmt.kind == "discretized" and (fmt.num_bins or 0) > MAX_BINS:
+        raise DataError(f"num_bins={fmt.num_bins} is more than {MAX_BINS} bins; use kind='continuous' for such data")
+    return fmt
+
+
+def load_user_data(path: str | os.PathLike[str] | None, split: str, options: dict[str, Any] | None = None,
+                   ) -> tuple[ArrayDataset, UserFormat, int | None]:
+    """One split of the user's data in the model's format, its `UserFormat` and the number of labels (None
+    without labels). The split: the file's own (`x_train`/`x_test` in an .npz), else a seeded 90/10 split."""
+    x, labels, n_train = read_user_array(path)
+    fmt = array_format(x, Path(str(path)).expanduser().is_dir(), dict(options or {}))
+    data = fmt.to_model(x)
+    if n_train is not None:
+        idx = torch.arange(n_train) if split == "train" else torch.arange(n_train, len(data))
+        if idx.numel() == 0:
+            raise DataError(f"the file's {split} split is empty; give x_train and x_test with examples")
+    else:
+        idx = torch.from_numpy(split_indices(len(data), split))
     ys = None if labels is None else torch.from_numpy(labels)[idx]
     num_labels = None if labels is None else int(labels.max()) + 1
-    return ArrayDataset(data[idx], ys), tuple(data.shape[1:]), num_labels
+    return ArrayDataset(data[idx], ys), fmt, num_labels
 
 
 def _check_labels(labels: np.ndarray, n: int) -> np.ndarray:

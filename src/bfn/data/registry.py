@@ -145,14 +145,15 @@ def _load_shakespeare(spec: DataSpec, split: str, root: str | None, opts: Opts) 
 
 def _load_array(spec: DataSpec, split: str, root: str | None, opts: Opts) -> Loaded:
     from bfn.data.arrays import load_user_data
+    from bfn.data.infer import is_image_layout
 
-    kind = opts.get("kind")
-    dataset, shape, num_labels = load_user_data(opts.get("path"), split, kind, opts.get("num_bins"),
-                                                opts.get("num_classes"))
-    num_bins = (opts.get("num_bins") or 256) if kind == "discretized" else None
-    num_classes = opts.get("num_classes") if kind == "discrete" else None
-    return dataset, replace(spec, kind=kind, shape=shape, num_bins=num_bins,  # type: ignore[arg-type]
-                            num_classes=num_classes, num_labels=num_labels)
+    path = opts.pop("path", None)
+    dataset, fmt, num_labels = load_user_data(path, split, opts)
+    shape = tuple(dataset.x.shape[1:])  # every split holds at least one example
+    num_classes = len(fmt.values) if fmt.values is not None and fmt.kind == "discrete" else None
+    layout = "image" if is_image_layout(fmt.layout) else "flat"
+    return dataset, replace(spec, kind=fmt.kind, shape=shape, num_bins=fmt.num_bins,  # type: ignore[arg-type]
+                            num_classes=num_classes, num_labels=num_labels, layout=layout)
 
 
 def _int(value: Any, name: str) -> int:
@@ -211,8 +212,10 @@ REGISTRY: dict[str, Entry] = {
         _load_shakespeare, ("seq_len", "stride"), ("train", "valid", "test")),
     "array": Entry(
         _spec("array", "continuous", ()),
-        "your data, any kind: path= a .npy/.npz file or PNG folder, kind= its data type (90/10 split)",
-        _always, _load_array, ("path", "kind", "num_bins", "num_classes")),
+        "your data: path= a .npy/.npz file or PNG folder; layout, kind, bins/classes and range are inferred "
+        "(or set: layout, kind, num_bins, num_classes, values, low, high); 90/10 split unless x_train/x_test",
+        _always, _load_array, ("path", "kind", "num_bins", "num_classes", "layout", "values", "low", "high",
+                               "dtype")),
 }
 
 

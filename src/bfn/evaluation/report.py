@@ -4,6 +4,7 @@ to the data distribution."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,8 @@ def post_train_report(run_dir: str | Path, *, device: str = "cpu", seed: int = 0
         out.update({"W1 to fresh data": f"{metrics['wasserstein_1']:.4f}",
                     "mode fractions": ", ".join(f"{f:.3f}" for f in metrics["mode_fractions"]),  # type: ignore[attr-defined]
                     "histogram": str(plot), "metrics": str(run_dir / "eval_toy.json")})
+    elif cfg.data.name == "array":  # before text: the user's own integer sequences go back to their values
+        out.update(own_data_report(run_dir, cfg, model, x, device=device, seed=seed))
     elif data_is_text(model.data):
         from bfn.viz.text import write_text_samples
 
@@ -50,4 +53,54 @@ def post_train_report(run_dir: str | Path, *, device: str = "cpu", seed: int = 0
         data = model.config["data"]
         path = save_sample_grid(x, run_dir / "samples.png", kind=data["kind"], num_classes=data["num_classes"] or 2)
         out["samples"] = str(path)
+    return out
+
+
+def user_samples(cfg: Any, x: torch.Tensor) -> Any:
+    """Model-format samples of a run on the user's own data (`data.name=array`), as a numpy array in the user's
+    layout, value range and dtype."""
+    from bfn.data.arrays import user_format
+
+    options = dict(cfg.data.options)
+    return user_format(options.pop("path", None), options).to_user(x)
+
+
+def own_data_report(run_dir: Path, cfg: Any, model: Any, x: torch.Tensor, *, device: str, seed: int,
+                    limit: int = 500) -> dict[str, Any]:
+    """Samples in the user's format (samples.npy + a picture) and the NLL bound L^inf + L^r on (at most `limit`)
+    test examples, one repeat: a first look; `bfn eval RUN --nll` gives the full numbers."""
+    import numpy as np
+
+    from bfn.data import load_dataset
+    from bfn.evaluation.nll import evaluate_nll
+    from bfn.utils.io import atomic_write
+    from bfn.viz.grid import save_sample_grid
+
+    data = model.data
+    user = user_samples(cfg, x)
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            np.save(f, user)
+
+    atomic_write(run_dir / "samples.npy", write)
+    picture = save_sample_grid(x, run_dir / "samples.png", kind=data.kind, num_bins=data.num_bins,
+                               num_classes=data.classes)
+    lo, hi = (user.min(), user.max()) if user.size else (0, 0)
+    out: dict[str, Any] = {"samples": f"{run_dir / 'samples.npy'} {tuple(user.shape)} {user.dtype}, values "
+                                      f"{lo:.4g}..{hi:.4g} (your layout and range); picture {picture}"}
+    test, _ = load_dataset(cfg.data.name, "test", root=cfg.data.root, **cfg.data.options)
+    if model.capabilities.likelihood != "none":
+        result = evaluate_nll(model, test, steps=["inf"], repeats=1, seed=seed, device=device, limit=limit)
+        res = result["results"]["inf"]
+        out["test NLL"] = (f"{res['nats']:.3f} ± {res['nats_se']:.3f} nats/example, {res['bits_per_dim']:.4f} bits/dim "
+                           f"({res['bound']}, {result['n_examples']} test examples, 1 repeat; more: bfn eval "
+                           f"{run_dir} --nll)")
+        opts = cfg.data.options
+        if data.kind == "continuous" and opts.get("low") is not None:
+            # x = m + s x' with s = (high - low) / 2: -ln p(x) = -ln p(x') + D ln s (change of variables)
+            shift = result["dims"] * math.log((opts["high"] - opts["low"]) / 2)
+            out["test NLL"] += (f"; in your units (before the scaling to [-1, 1]): {res['nats'] + shift:.3f} "
+                                "nats/example")
+        atomic_write_text(run_dir / "eval_quick.json", json.dumps(result, indent=2, default=str))
     return out

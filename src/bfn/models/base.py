@@ -11,6 +11,7 @@ likelihood terms are in nats per example.
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -83,7 +84,60 @@ class SampleStep:
 SampleCallback = Callable[[SampleStep], None]
 
 
-class GenerativeModel(nn.Module, ABC):
+class HubMixin:
+    """`from_pretrained` / `save_pretrained` / `push_to_hub` in the conventions of huggingface_hub's
+    `ModelHubMixin` (and diffusers/transformers): a folder or Hub repository with `config.json`,
+    `model.safetensors` and a model card. Every check of `bfn.models.hub.from_pretrained` applies."""
+
+    config: dict[str, Any]
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike[str], *,
+                        device: str | torch.device = "cpu", revision: str | None = None,
+                        cache_dir: str | os.PathLike[str] | None = None, force_download: bool = False,
+                        local_files_only: bool = False, token: str | bool | None = None) -> Any:
+        """Load a model from a local folder (`save_pretrained`, a `bfn train` run) or a Hugging Face Hub id
+        ("owner/name"; cached by huggingface_hub, so a second load works offline), in eval mode on `device`."""
+        from bfn.errors import CheckpointError
+        from bfn.models.hub import from_pretrained
+        from bfn.models.pretrained import resolve_pretrained
+
+        folder = resolve_pretrained(pretrained_model_name_or_path, revision=revision, cache_dir=cache_dir,
+                                    force_download=force_download, local_files_only=local_files_only, token=token)
+        model = from_pretrained(folder, device=device)
+        if cls not in (HubMixin, GenerativeModel) and not isinstance(model, cls):
+            raise CheckpointError(f"{pretrained_model_name_or_path} holds a {type(model).__name__} model, not a "
+                                  f"{cls.__name__}; load it with {type(model).__name__}.from_pretrained or "
+                                  "bfn.models.from_pretrained")
+        return model
+
+    def save_pretrained(self, save_directory: str | os.PathLike[str], *, source: str | os.PathLike[str] | None = None,
+                        push_to_hub: bool = False, repo_id: str | None = None, **push_kwargs: Any) -> str | None:
+        """Write config.json, model.safetensors (with their SHA-256) and a model card README.md into
+        `save_directory`; `source`, a run folder, adds its measured numbers and sample grid to the card. With
+        `push_to_hub`, also upload the folder to `repo_id` (default: the folder's name) and return the commit URL."""
+        from bfn.models.pretrained import push_folder, save_with_card
+
+        folder = save_with_card(self, save_directory, source=source, repo_id=repo_id)  # type: ignore[arg-type]
+        if push_to_hub:
+            return push_folder(folder, repo_id or folder.name, commit_message=push_kwargs.pop(
+                "commit_message", "Upload bfn model"), private=push_kwargs.pop("private", None),
+                token=push_kwargs.pop("token", None), branch=push_kwargs.pop("branch", None),
+                create_pr=push_kwargs.pop("create_pr", False))
+        return None
+
+    def push_to_hub(self, repo_id: str, *, source: str | os.PathLike[str] | None = None,
+                    commit_message: str = "Upload bfn model", private: bool | None = None, token: str | None = None,
+                    branch: str | None = None, create_pr: bool = False) -> str:
+        """Upload the model (weights, config, model card; `source` lends a run's numbers and sample grid) to the
+        Hub repository `repo_id`, creating it if needed; returns the commit URL."""
+        from bfn.models.pretrained import push_model
+
+        return push_model(self, repo_id, source=source, commit_message=commit_message,  # type: ignore[arg-type]
+                          private=private, token=token, branch=branch, create_pr=create_pr)
+
+
+class GenerativeModel(HubMixin, nn.Module, ABC):
     """Base class of every generative model in bfn.
 
     Subclasses set `family` (the registry name) and `data` (a `DataSpec`), implement `capabilities`, `loss` and

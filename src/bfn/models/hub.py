@@ -20,7 +20,7 @@ from bfn.errors import CheckpointError, ConfigError, first_line
 from bfn.flows import ContinuousFlow, DiscreteFlow, DiscretizedFlow
 from bfn.flows.base import BayesianFlow
 from bfn.models.base import GenerativeModel
-from bfn.models.layout import Layout, default_layout
+from bfn.models.layout import Layout, check_layout, default_layout
 from bfn.models.registry import family_builder
 from bfn.utils.io import atomic_write, atomic_write_text
 
@@ -64,6 +64,7 @@ def default_network(cfg: ModelConfig, data: DataSpec, f_in: int, f_out: int) -> 
     layout: Layout = default_layout(data.shape, cfg.network.name) if cfg.layout == "auto" else cfg.layout
     if cfg.conditional and not data.num_labels:
         raise ConfigError("model.conditional=true needs a labelled dataset (e.g. mnist-binarized)")
+    check_layout(cfg.network.name, layout, data.shape)
     kwargs = dict(cfg.network.kwargs)
     kwargs.update(network_shapes(layout, data, f_in, f_out))
     if cfg.conditional:

@@ -11,6 +11,8 @@ from typing import Literal
 
 from torch import Tensor
 
+from bfn.errors import ConfigError
+
 Layout = Literal["image", "sequence", "flat"]
 
 
@@ -40,3 +42,22 @@ def default_layout(data_shape: tuple[int, ...], network: str) -> Layout:
         return "sequence"
     return "image" if len(data_shape) == 3 else "flat"
 
+
+
+#: networks that take images [B, C, H, W] (all others take vectors or token sequences)
+IMAGE_NETWORKS = ("unet",)
+
+
+def check_layout(network: str, layout: str, data_shape: tuple[int, ...]) -> None:
+    """A layout the data's shape and the network can take, or a one-line ConfigError naming the fix."""
+    own = "`bfn train FILE.npy` infers the layout by itself"
+    if layout == "image" and len(data_shape) != 3:
+        raise ConfigError(f"model.layout=image needs examples of shape (C, H, W), but the data's are {data_shape}; "
+                          f"for (N, H, W) arrays give data.options.layout=NHW (a channel axis is added); {own}")
+    if layout == "sequence" and len(data_shape) != 1:
+        raise ConfigError(f"model.layout=sequence needs examples of shape (L,), but the data's are {data_shape}; "
+                          "use model.layout=flat or reshape the data")
+    if network in IMAGE_NETWORKS and layout != "image":
+        raise ConfigError(f"network {network!r} takes images (C, H, W), but the data's examples have shape "
+                          f"{data_shape}; choose model.network.name=mlp (or transformer for sequences), or give "
+                          f"images (data.options.layout=NHW for (N, H, W) arrays); {own}")

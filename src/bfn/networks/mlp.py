@@ -17,7 +17,8 @@ class MLP(nn.Module):
     resolve fast changes in t that a raw scalar input would smooth over.
 
     Args:
-        in_features, out_features: input and output width.
+        in_features: input width.
+        out_features: output width.
         hidden: width of the hidden layers.
         depth: number of hidden Linear-SiLU layers.
         time_features: number of Fourier features of t (even).

@@ -51,9 +51,13 @@ class Transformer(nn.Module):
     Time (plus label) embedding is added to every token before the first block; positions are learned.
 
     Args:
-        in_features, out_features: features per token in and out.
+        in_features: features per token in.
+        out_features: features per token out.
         seq_len: maximum sequence length (size of the learned positional table).
-        dim, depth, heads, mlp_ratio: width, number of blocks, attention heads, MLP width / dim.
+        dim: width of the tokens.
+        depth: number of blocks.
+        heads: attention heads.
+        mlp_ratio: MLP width / dim.
         dropout: dropout on attention weights and on each residual branch.
         num_classes: number of class labels for class-conditional use; label `num_classes` is the null label.
     """

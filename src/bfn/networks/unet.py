@@ -98,7 +98,8 @@ class UNet(nn.Module):
     """Improved-DDPM U-Net (Nichol & Dhariwal 2021, after Ho et al. 2020): [B, C_in, H, W] -> [B, C_out, H, W].
 
     Args:
-        in_channels, out_channels: channels of the input and of the output.
+        in_channels: channels of the input.
+        out_channels: channels of the output.
         base_channels: channels of the first level; level i has `base_channels * channel_mult[i]`.
         channel_mult: one entry per resolution; H and W are halved between consecutive levels.
         num_res_blocks: residual blocks per level on the way down (one more on the way up).
@@ -113,12 +114,15 @@ class UNet(nn.Module):
             (space-to-depth, `F.pixel_unshuffle`) and put back from after the last one (`F.pixel_shuffle`):
             the U-Net runs at H/p x W/p on p*p times the channels, which cuts the cost of the full-resolution
             level by about p*p (a 64x64 canvas with p = 2 costs what a 32x32 one does).
+        pad: zero-pad inputs whose H or W is not divisible by 2^(levels - 1) up to the next multiple, and crop
+            the output back (any image size then works); without it such sizes are a DataError.
     """
 
     def __init__(self, *, in_channels: int, out_channels: int, base_channels: int = 32,
                  channel_mult: tuple[int, ...] = (1, 2, 2), num_res_blocks: int = 1,
                  attention_resolutions: tuple[int, ...] = (), dropout: float = 0.0, num_classes: int | None = None,
-                 num_groups: int = 8, image_size: int = 28, num_heads: int = 4, patch_size: int = 1) -> None:
+                 num_groups: int = 8, image_size: int = 28, num_heads: int = 4, patch_size: int = 1,
+                 pad: bool = False) -> None:
         super().__init__()
         if patch_size < 1 or image_size % patch_size:
             raise ConfigError(f"patch_size ({patch_size}) must be a positive divisor of image_size ({image_size})")
@@ -144,6 +148,7 @@ class UNet(nn.Module):
 
         self.in_channels = in_channels
         self.num_classes = num_classes
+        self.pad = pad
         self.levels = len(channel_mult)
         self.patch_size = patch_size
         self.factor = patch_size * 2 ** (self.levels - 1)
@@ -203,10 +208,13 @@ class UNet(nn.Module):
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise DataError(f"UNet expects input [B, {self.in_channels}, H, W], got {list(x.shape)}")
         h_in, w_in = x.shape[-2:]
-        if h_in % self.factor or w_in % self.factor:
+        ph, pw = -h_in % self.factor, -w_in % self.factor
+        if (ph or pw) and self.pad:
+            x = F.pad(x, (0, pw, 0, ph))  # (B, C, H + ph, W + pw); cropped again at the end
+        elif ph or pw:
             raise DataError(f"UNet with {self.levels} levels and patch_size {self.patch_size} needs H and W "
-                            f"divisible by {self.factor}, got {h_in}x{w_in}; pad/resize the images or shorten "
-                            f"channel_mult")
+                            f"divisible by {self.factor}, got {h_in}x{w_in}; add pad: true to the network's kwargs, "
+                            "resize the images or shorten channel_mult")
         check_inputs(x, t, "UNet")
         labels = resolve_labels(cond, self.num_classes, x.shape[0], x.device, "UNet")
         emb = self.embed(t, labels)  # (B, 4 * base_channels)
@@ -232,4 +240,5 @@ class UNet(nn.Module):
                 h = self.upsample[i](h)
 
         out = self.conv_out(F.silu(self.norm_out(h)))
-        return F.pixel_shuffle(out, self.patch_size) if self.patch_size > 1 else out  # (B, C_out, H, W)
+        out = F.pixel_shuffle(out, self.patch_size) if self.patch_size > 1 else out  # (B, C_out, H, W)
+        return out[..., :h_in, :w_in]

@@ -31,6 +31,7 @@ from bfn.training.checkpoint import STATE_NAME, load_state, lock_run_dir, remove
 from bfn.training.ema import ema_model
 from bfn.training.logging import MetricsLogger
 from bfn.utils.io import atomic_write_text
+from bfn.utils.threads import auto_threads
 
 
 @dataclass
@@ -316,8 +317,10 @@ def _use_cpu(device: str) -> bool:
 def _set_threads(tc: TrainConfig, device: torch.device, main: bool) -> None:
     if device.type != "cpu":
         return
-    if tc.threads:
-        torch.set_num_threads(tc.threads)
+    threads, note = (tc.threads, None) if tc.threads else auto_threads()
+    torch.set_num_threads(threads)
+    if note and main:
+        tqdm.write(note)
     from bfn.training.allocator import keep_freed_memory
 
     keep_freed_memory()  # no page faults for re-allocated activations; same numbers

@@ -9,6 +9,10 @@ from typing import Any
 
 from bfn.errors import DataError
 
+#: the unit of each logged metric (the trainer logs the loss per example and per dimension, in nats)
+UNITS = {"loss": "nats/example", "loss_per_dim": "nats/dim", "grad_norm": "L2 norm, before clipping",
+         "lr": "learning rate", "images_per_s": "examples/s"}
+
 
 def load_records(source: str | Path | Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Metric records from a list, a metrics.jsonl file or a run directory holding one."""
@@ -45,7 +49,8 @@ def auto_smoothing(count: int) -> float:
     return 0.0 if count < 60 else 1 - 30 / count
 
 
-def _panel(ax: Any, steps: list[float], values: list[float], *, name: str, log: bool, smooth: float | None) -> None:
+def _panel(ax: Any, steps: list[float], values: list[float], *, name: str, unit: str, log: bool,
+           smooth: float | None) -> None:
     if not values:
         ax.text(0.5, 0.5, f"no {name} logged", ha="center", va="center", transform=ax.transAxes)
         ax.set_title(name)
@@ -56,8 +61,10 @@ def _panel(ax: Any, steps: list[float], values: list[float], *, name: str, log: 
         ax.plot(steps, smoothed(values, weight=weight), color="C0", lw=1.5, label=f"{name} (smoothed)")
     if log and min(values) > 0:
         ax.set_yscale("log")
-    ax.set_xlabel("step")
+    ax.set_xlabel("training step")
+    ax.set_ylabel(f"{name} ({unit})")
     ax.set_title(name)
+    ax.legend(loc="upper right", fontsize="small")
     ax.grid(alpha=0.3)
 
 
@@ -75,7 +82,8 @@ def save_training_curves(source: str | Path | Sequence[dict[str, Any]], path: st
     grad_steps, grad = series(records, "grad_norm")
     fig = new_figure(10, 3.5)
     left, right = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
-    _panel(left, loss_steps, loss, name=loss_key, log=log_loss, smooth=smooth)
-    _panel(right, grad_steps, grad, name="gradient norm", log=True, smooth=smooth)
+    _panel(left, loss_steps, loss, name=loss_key, unit=UNITS.get(loss_key, "nats/example"), log=log_loss,
+           smooth=smooth)
+    _panel(right, grad_steps, grad, name="gradient norm", unit=UNITS["grad_norm"], log=True, smooth=smooth)
     fig.tight_layout()
     return save_figure(fig, path)

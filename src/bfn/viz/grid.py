@@ -16,6 +16,17 @@ from bfn.models.base import GenerativeModel
 
 #: height in pixels of one caption line drawn by `caption_image` and the strip/progress figures
 CAPTION_HEIGHT = 14
+#: sample grids enlarge small images until each is at least this many pixels on its longer side
+MIN_PIXELS = 48
+#: grey level of the lines between the images of a grid: unlike white or black, it never merges with a stroke of
+#: a binary or grey image
+SEPARATOR = 0.5
+
+
+def display_scale(height: int, width: int, *, minimum: int = 2) -> int:
+    """Integer enlargement for a grid of height x width images: `minimum`, or more so that an image is at least
+    `MIN_PIXELS` wide (8x8 digits: 6)."""
+    return max(minimum, math.ceil(MIN_PIXELS / max(height, width, 1)))
 
 
 def to_unit_interval(x: Tensor, kind: str, *, num_classes: int = 2) -> Tensor:
@@ -150,19 +161,23 @@ def vstack(images: Sequence[Image.Image], *, gap: int = 0, fill: Any = "white") 
     return out
 
 
-def image_grid(values: Tensor, *, nrow: int | None = None, scale: int = 2, padding: int = 2) -> Image.Image:
+def image_grid(values: Tensor, *, nrow: int | None = None, scale: int = 2, padding: int = 2,
+               pad_value: float = 1.0) -> Image.Image:
     """Values in [0, 1] of any image-like shape ([N, C, H, W], [N, H, W] or [N, D]) -> one tiled Pillow image."""
-    return to_pil(make_grid(as_images(values.detach().cpu().float()), nrow=nrow, padding=padding), scale=scale)
+    return to_pil(make_grid(as_images(values.detach().cpu().float()), nrow=nrow, padding=padding,
+                            pad_value=pad_value), scale=scale)
 
 
 def save_sample_grid(x: Tensor, path: str | Path, *, kind: str, num_bins: int | None = None,
-                     num_classes: int = 2, nrow: int | None = None, scale: int = 2,
+                     num_classes: int = 2, nrow: int | None = None, scale: int | None = None,
                      data: Tensor | None = None, title: str | None = None) -> Path:
     """Write samples as a PNG: an image grid for image data [N, C, H, W] (and [N, H, W]; discrete sequences
     [N, L] as one row per sample), a histogram (1-D) or scatter plot (2-D and more) otherwise.
 
     Discrete samples may also be given as output probabilities [N, *S, K] (float): each pixel then shows the
-    expected class (the probability of class 1 for K = 2). `data` is drawn under toy-data plots.
+    expected class (the probability of class 1 for K = 2). `data` is drawn under toy-data plots. `scale`: the
+    integer enlargement (default: `display_scale`, so that small images are not drawn at native size); images are
+    separated by grey lines (`SEPARATOR`).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -172,7 +187,9 @@ def save_sample_grid(x: Tensor, path: str | Path, *, kind: str, num_bins: int | 
     if x.ndim >= 3 or (kind == "discrete" and x.ndim == 2) or probs:
         values = display_values(x, kind, num_classes=num_classes, data_ndim=data_ndim)
         rows = nrow if nrow is not None else (1 if values.ndim == 2 else None)
-        save_png(image_grid(values, nrow=rows, scale=scale), path)
+        images = as_images(values)
+        scale = scale or (2 if values.ndim == 2 else display_scale(images.shape[-2], images.shape[-1]))
+        save_png(image_grid(values, nrow=rows, scale=scale, pad_value=SEPARATOR), path)
         return path
     from bfn.viz.plots import save_sample_plot
 
@@ -195,7 +212,8 @@ def to_unit(data: DataSpec, values: Tensor) -> Tensor:
 
 
 def save_model_grid(model: GenerativeModel, path: str | Path, *, n: int = 64, steps: int = 100, seed: int = 0,
-                    probs: bool = False, data: Tensor | None = None, nrow: int | None = None, scale: int = 2,
+                    probs: bool = False, data: Tensor | None = None, nrow: int | None = None,
+                    scale: int | None = None,
                     **sample_kwargs: Any) -> Path:
     """Sample `n` examples and write them with `save_sample_grid`. With `probs`, show the output distribution at
     t = 1 instead of a draw from it (the expected class for discrete data, k-hat for discretised data)."""

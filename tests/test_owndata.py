@@ -1,0 +1,177 @@
+"""Own data: what bfn infers from an array (layout, data type, bins/classes, range), that samples go back to the
+user's format exactly, the config `bfn train FILE` builds, and the one-line errors of the old failure cases."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bfn.commands.owndata import is_own_data, own_data_config
+from bfn.config import load_config
+from bfn.data import load_dataset
+from bfn.data.infer import infer_format
+from bfn.data.spec import DataSpec
+from bfn.errors import ConfigError, DataError
+from bfn.models import build_model
+from bfn.networks.unet import UNet
+
+RNG = np.random.default_rng(0)
+DIGITS = RNG.integers(0, 17, (60, 8, 8)).astype(np.uint8)  # sklearn's load_digits: 8x8, values 0..16
+
+CASES = [  # array, layout, kind, K (bins or classes), model shape
+    (DIGITS, "NHW", "discretized", 17, (1, 8, 8)),
+    (DIGITS[..., None], "NHWC", "discretized", 17, (1, 8, 8)),
+    (DIGITS[:, None], "NCHW", "discretized", 17, (1, 8, 8)),
+    (RNG.integers(0, 256, (60, 16, 16, 3)).astype(np.uint8), "NHWC", "discretized", 256, (3, 16, 16)),
+    (RNG.integers(0, 2, (60, 6, 7)).astype(np.uint8) * 255, "NHW", "discrete", 2, (1, 6, 7)),
+    (RNG.integers(0, 5, (60, 32)), "ND", "discrete", 5, (32,)),
+    (RNG.choice([-3, 7, 11], (60, 4)), "ND", "discrete", 3, (4,)),
+    (RNG.normal(0, 50, (60, 2)).astype(np.float32), "ND", "continuous", None, (2,)),
+    (RNG.uniform(-1, 1, (60,)), "N", "continuous", None, (1,)),
+    (RNG.random((60, 3, 3, 3)) > 0.5, "NCHW", "discrete", 2, (3, 3, 3)),
+]
+
+
+@pytest.mark.parametrize(("x", "layout", "kind", "k", "shape"), CASES,
+                         ids=[f"{c[0].shape}-{c[0].dtype}" for c in CASES])
+def test_inference_and_exact_round_trip(x: np.ndarray, layout: str, kind: str, k: int | None,
+                                        shape: tuple[int, ...]) -> None:
+    fmt = infer_format(x)
+    assert (fmt.layout, fmt.kind) == (layout, kind)
+    assert k == (fmt.num_bins if kind == "discretized" else len(fmt.values) if kind == "discrete" else None)
+    data = fmt.to_model(x)
+    assert tuple(data.shape) == (x.shape[0], *shape)
+    if kind == "discrete":
+        assert data.dtype == torch.int64 and data.min() >= 0 and data.max() < k
+    else:
+        assert data.dtype == torch.float32 and data.abs().max() <= 1
+    back = fmt.to_user(data)
+    assert back.dtype == x.dtype and back.shape == x.shape
+    if x.dtype.kind == "f":
+        np.testing.assert_allclose(back, x, rtol=1e-5, atol=1e-5 * np.abs(x).max())
+    else:
+        assert np.array_equal(back, x)
+
+
+def test_discretized_bins_are_the_paper_centres_of_the_integer_levels() -> None:
+    fmt = infer_format(DIGITS)
+    data = fmt.to_model(np.array([[[0, 16]]], np.uint8))
+    assert torch.allclose(data.flatten(), torch.tensor([1 / 17 - 1, 33 / 17 - 1]))  # (2k + 1) / K - 1
+
+
+def test_declared_options_override_the_inference() -> None:
+    fmt = infer_format(DIGITS, {"kind": "discrete"})
+    assert fmt.kind == "discrete" and fmt.values == sorted(set(DIGITS.flatten().tolist()))
+    fmt = infer_format(DIGITS, {"num_bins": 4, "low": 0, "high": 15})  # 16 levels into 4 bins of 4
+    assert fmt.kind == "discretized" and fmt.num_bins == 4
+    assert fmt.to_user(fmt.to_model(np.array([[[0, 5, 15]]], np.uint8))).tolist() == [[[2, 6, 14]]]  # bin middles
+    fmt = infer_format(DIGITS, {"kind": "continuous"})
+    assert (fmt.low, fmt.high) == (float(DIGITS.min()), float(DIGITS.max()))
+    assert infer_format(RNG.integers(0, 5, (60, 3, 4, 4)), {"layout": "NHWC"}).layout == "NHWC"
+
+
+def write(path: Path, x: np.ndarray, **more: np.ndarray) -> str:
+    if path.suffix == ".npz":
+        np.savez(path, x=x, **more)
+    else:
+        np.save(path, x)
+    return str(path)
+
+
+def test_train_file_config_fits_the_shape(tmp_path: Path) -> None:
+    cfg, line = own_data_config(write(tmp_path / "digits.npz", DIGITS, y=np.arange(60) % 10), [])
+    assert cfg.model.network.name == "unet" and cfg.model.network.kwargs["pad"] is True
+    assert cfg.data.options["kind"] == "discretized" and cfg.data.options["num_bins"] == 17
+    assert "\n" not in line and "discretized, 17 bins for the integers 0..16" in line and "labels 0..9" in line
+    cfg, _ = own_data_config(write(tmp_path / "seq.npy", RNG.integers(0, 5, (60, 32))), [])
+    assert (cfg.model.network.name, cfg.model.layout) == ("transformer", "sequence")
+    cfg, line = own_data_config(write(tmp_path / "pts.npy", RNG.normal(0, 9, (60, 2))), ["train.steps=7"])
+    assert cfg.model.network.name == "mlp" and cfg.train.steps == 7 and "scaled to [-1, 1]" in line
+    cfg, _ = own_data_config(str(tmp_path / "digits.npz"), ["data.options.kind=discrete",
+                                                            "model.network.kwargs.base_channels=16"])
+    assert cfg.data.options["kind"] == "discrete" and cfg.model.network.kwargs["base_channels"] == 16
+    assert cfg.train.batch_size == 54  # no larger than the 54 training examples
+    assert is_own_data(str(tmp_path / "digits.npz")) and not is_own_data("mnist-discrete")
+
+
+def test_own_data_loads_through_the_registry_with_a_given_split(tmp_path: Path) -> None:
+    path = str(tmp_path / "split.npz")
+    np.savez(path, x_train=DIGITS[:50], x_test=DIGITS[50:], y_train=np.zeros(50, int), y_test=np.ones(10, int))
+    train, spec = load_dataset("array", "train", path=path)
+    test, _ = load_dataset("array", "test", path=path)
+    assert (len(train), len(test)) == (50, 10) and spec.shape == (1, 8, 8) and spec.num_bins == 17
+    assert test[0][1].item() == 1 and spec.num_labels == 2
+
+
+@pytest.mark.parametrize("size", [(7, 5), (8, 8), (2, 3)])
+def test_padded_unet_takes_any_image_size(size: tuple[int, int]) -> None:
+    net = UNet(in_channels=2, out_channels=3, base_channels=8, channel_mult=(1, 2, 2), pad=True)
+    torch.nn.init.normal_(net.conv_out.weight)
+    out = net(torch.randn(2, 2, *size), torch.rand(2))
+    assert out.shape == (2, 3, *size) and torch.isfinite(out).all()
+    if size[0] % 4 or size[1] % 4:
+        with pytest.raises(DataError, match="add pad: true"):
+            UNet(in_channels=2, out_channels=3, base_channels=8)(torch.randn(2, 2, *size), torch.rand(2))
+
+
+def test_old_failures_are_one_line_errors_that_name_the_fix() -> None:
+    cfg = load_config("mnist-discretized")
+    with pytest.raises(ConfigError, match=r"network 'unet' takes images \(C, H, W\).*data.options.layout=NHW"):
+        build_model(cfg.model, DataSpec(kind="discretized", shape=(8, 8), num_bins=17))
+    cfg = load_config("mnist-discretized", ["model.layout=image"])
+    with pytest.raises(ConfigError, match="model.layout=image needs examples of shape"):
+        build_model(cfg.model, DataSpec(kind="discretized", shape=(8, 8), num_bins=17))
+
+
+def test_a_new_dataset_drops_the_old_options_and_tilde_removes_one() -> None:
+    cfg = load_config("mnist-discretized", ["data.name=array", "data.options.path=d.npz"])
+    assert cfg.data.options == {"path": "d.npz"}
+    assert "bins" not in load_config("mnist-discretized", ["~data.options.bins"]).data.options
+    with pytest.raises(ConfigError, match="only entries of data.options and model.network.kwargs"):
+        load_config("mnist-discretized", ["~train.steps"])
+
+
+@pytest.mark.slow
+def test_bfn_train_on_a_channels_last_file_then_sample(tmp_path: Path) -> None:
+    """One command, first try: trains, writes samples in the user's layout and values, evaluates."""
+    write(tmp_path / "d.npy", DIGITS[..., None])
+    args = [sys.executable, "-m", "bfn", "train", "d.npy", "train.steps=2", "train.threads=1", "sample.n=4",
+            "sample.steps=2", "model.network.kwargs.base_channels=8", "--no-progress"]
+    proc = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "channels last (N, H, W, C)" in proc.stdout and "test NLL:" in proc.stdout
+    samples = np.load(tmp_path / "runs" / "d" / "samples.npy")
+    assert samples.shape == (4, 8, 8, 1) and samples.dtype == np.uint8 and samples.max() <= 16
+    proc = subprocess.run([sys.executable, "-m", "bfn", "sample", "runs/d", "--n", "3", "--steps", "2"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert np.load(tmp_path / "runs" / "d" / "samples_paper_2.npy").shape == (3, 8, 8, 1)
+
+
+def test_an_image_folder_is_own_data(tmp_path: Path) -> None:
+    from PIL import Image
+
+    (tmp_path / "imgs").mkdir()
+    for i, a in enumerate(RNG.integers(0, 256, (12, 6, 5), dtype=np.uint8)):
+        Image.fromarray(a, mode="L").save(tmp_path / "imgs" / f"{i:02d}.png")
+    assert is_own_data(str(tmp_path / "imgs"))
+    cfg, line = own_data_config(str(tmp_path / "imgs"), [])
+    assert cfg.model.network.name == "unet" and cfg.data.options["layout"] == "NCHW"
+    assert "discretized, 256 bins for the integers 0..255" in line
+    (tmp_path / "imgs" / "config.yaml").write_text("")
+    assert not is_own_data(str(tmp_path / "imgs"))  # a run folder, not data
+
+
+def test_a_preset_on_an_array_records_the_inferred_format(tmp_path: Path) -> None:
+    from bfn.commands.owndata import resolve_array_config
+
+    path = write(tmp_path / "d.npy", DIGITS[..., None])
+    cfg, line = resolve_array_config(load_config("mnist-discretized", ["data.name=array", f"data.options.path={path}"]))
+    assert cfg.data.options == {"path": path, "layout": "NHWC", "kind": "discretized", "dtype": "uint8",
+                                "num_bins": 17, "low": 0, "high": 16}
+    assert "channels last (N, H, W, C)" in line
