@@ -9,6 +9,9 @@ z = f(s) ~ N(0, I). Change of variables: ln p(y) = ln N(f(s)) + ln |det df/ds| +
 Bound on the discrete data (Theis et al. 2016; Ho et al. 2019, eq. 2): P(k) = integral of p(y) over the bin of
 volume K^-D >= exp(E_u[ln p(y)]) K^-D by Jensen, so -ln P(k) <= E_u[-ln p(y)] + D ln K, in nats per example.
 `loss` and `nll` return a one-sample Monte Carlo estimate of that upper bound (its expectation is the bound).
+With a > 0 the logit maps [0, 1) into the box [logit a, logit(1 - a)]^D, and the Gaussian's mass outside it is
+lost: p(y) integrates to less than one, so the reported bound is conservative (it also bounds the NLL of the
+renormalised model).
 
 Coupling layer (Dinh et al. 2017, eq. 9): y_b = x_b, y_{1-b} = x_{1-b} * exp(s(x_b)) + t(x_b) with a binary mask b
 (a checkerboard, or half the channels; all after one 2x2 squeeze of the image); ln |det| = sum of s over the changed
@@ -166,9 +169,10 @@ class RealNVP(GenerativeModel):
 
     def levels_of(self, x: Tensor) -> Tensor:
         """Data -> integer levels k in 0..K-1 (class indices as they are; bin centres (2k+1)/K - 1 -> k)."""
+        dtype = self.post[0].scale.dtype
         if self.data.kind == "discrete":
-            return x.float()
-        return ((x.float() + 1) * self.levels / 2 - 0.5).round().clamp(0, self.levels - 1)
+            return x.to(dtype)
+        return ((x.to(dtype) + 1) * self.levels / 2 - 0.5).round().clamp(0, self.levels - 1)
 
     def log_density(self, y: Tensor) -> Tensor:
         """ln p(y) of the dequantized data y in [0, 1)^D, [B]."""
@@ -186,7 +190,7 @@ class RealNVP(GenerativeModel):
         y = (k + u) / self.levels
         dims = self.data.dims
         return {"dequantized": -self.log_density(y),
-                "bin_volume": torch.full((x.shape[0],), dims * math.log(self.levels), device=x.device)}
+                "bin_volume": torch.full((x.shape[0],), dims * math.log(self.levels), device=x.device, dtype=k.dtype)}
 
     def nll_name(self, steps: int | str | None = None) -> str:
         return "uniform-dequantized bound"

@@ -85,7 +85,7 @@ class RBM(GenerativeModel):
     # --- training -----------------------------------------------------------------------------------------
     def loss(self, x: Tensor, *, cond: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
         """F(x) - mean F(v~) per example: its gradient is the PCD estimate of the gradient of -ln p(x)."""
-        v = self.check_batch(x).flatten(1).float()
+        v = self.check_batch(x).flatten(1).to(self.W.dtype)
         if self.training and torch.is_grad_enabled():
             with torch.no_grad():
                 neg = self.chains

@@ -63,7 +63,8 @@ class VAE(GenerativeModel):
     # --- pieces ---------------------------------------------------------------------------------------
     def _input(self, x: Tensor) -> Tensor:
         """Data -> encoder input in [-1, 1]: binary {0, 1} -> {-1, 1}; bin centres as they are."""
-        return x.float() * 2 - 1 if self.data.kind == "discrete" else x.float()
+        x = x.to(self.decoder_dtype)
+        return x * 2 - 1 if self.data.kind == "discrete" else x
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """mu, log sigma of q(z | x), each [B, latent_dim]."""
@@ -83,8 +84,12 @@ class VAE(GenerativeModel):
         """ln p(x | z) summed over the variables, [B]."""
         out = self._decode(z)
         if self.data.kind == "discrete":
-            return -F.binary_cross_entropy_with_logits(out, x.float(), reduction="none").flatten(1).sum(1)
+            return -F.binary_cross_entropy_with_logits(out, x.to(out.dtype), reduction="none").flatten(1).sum(1)
         return self._dist(out).log_prob(x).flatten(1).sum(1)
+
+    @property
+    def decoder_dtype(self) -> torch.dtype:
+        return next(self.decoder.parameters()).dtype
 
     @staticmethod
     def kl(mu: Tensor, log_s: Tensor) -> Tensor:
@@ -157,7 +162,7 @@ class VAE(GenerativeModel):
         """Ancestral sampling: z ~ N(0, I), then x ~ p(x | z) ("sample"), its mode or its mean; one decoder pass
         (`steps` is ignored); the callback is called once."""
         self.check_sample_args(n, steps, sampler, cond, guidance, inpaint)
-        z = torch.randn((n, self.latent_dim), generator=generator, device=self.device)
+        z = torch.randn((n, self.latent_dim), generator=generator, device=self.device, dtype=self.decoder_dtype)
         out = self._decode(z)
         if self.data.kind == "discrete":
             p = out.sigmoid()
