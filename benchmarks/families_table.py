@@ -46,8 +46,8 @@ def row(run: Path) -> dict:
     out["nll"] = []
     full = run / "eval-elbo.json"  # a VAE's -ELBO on the whole test split (families.sh), beside IWAE on a subset
     for section in ([json.loads(full.read_text())["nll"]] if full.is_file() else []) + [ev.get("nll", {})]:
-        out["nll"] += [{"bound": r["bound"], "kind": r.get("likelihood"), "nats": r["nats"], "se": r["nats_se"],
-                        "bits_per_dim": r["bits_per_dim"], "n_images": section["n_examples"]}
+        out["nll"] += [{"bound": r["bound"], "kind": r.get("kind", r.get("likelihood")), "nats": r["nats"],
+                        "se": r["nats_se"], "bits_per_dim": r["bits_per_dim"], "n_images": section["n_examples"]}
                        for r in section.get("results", {}).values()]
     q = ev.get("quality", {})
     if q:

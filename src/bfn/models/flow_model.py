@@ -21,7 +21,7 @@ variables. s = scale * tanh(raw) keeps the first steps stable.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -82,7 +82,7 @@ class CouplingNet(nn.Module):
                                                   nn.Conv2d(width, width, 1)) for _ in range(blocks))
         self.out = nn.Conv2d(width, 2 * channels, 3, padding=1)
         nn.init.zeros_(self.out.weight)
-        nn.init.zeros_(self.out.bias)
+        nn.init.zeros_(self.out.bias)  # type: ignore[arg-type]
 
     def forward(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         h = self.inp(torch.cat([x, mask.expand(x.shape[0], 1, *x.shape[2:])], 1))
@@ -94,6 +94,8 @@ class CouplingNet(nn.Module):
 
 class AffineCoupling(nn.Module):
     """One affine coupling layer with a fixed binary mask (a buffer)."""
+
+    mask: Tensor
 
     def __init__(self, mask: Tensor, width: int, blocks: int) -> None:
         super().__init__()
@@ -144,6 +146,10 @@ class RealNVP(GenerativeModel):
     def capabilities(self) -> Capabilities:
         return Capabilities(likelihood="bound", samplers=("inverse",))
 
+    @property
+    def data_dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
     # --- the bijection ------------------------------------------------------------------------------------
     def flow_forward(self, s: Tensor) -> tuple[Tensor, Tensor]:
         """z = f(s) and ln |det df/ds| [B] (the coupling layers only)."""
@@ -157,7 +163,7 @@ class RealNVP(GenerativeModel):
     def flow_inverse(self, z: Tensor) -> Tensor:
         z = squeeze(z)
         for layer in reversed(self.post):
-            z = layer.inverse(z)
+            z = cast(AffineCoupling, layer).inverse(z)
         return unsqueeze(z)
 
     def logit_transform(self, y: Tensor) -> tuple[Tensor, Tensor]:
@@ -169,7 +175,7 @@ class RealNVP(GenerativeModel):
 
     def levels_of(self, x: Tensor) -> Tensor:
         """Data -> integer levels k in 0..K-1 (class indices as they are; bin centres (2k+1)/K - 1 -> k)."""
-        dtype = self.post[0].scale.dtype
+        dtype = self.data_dtype
         if self.data.kind == "discrete":
             return x.to(dtype)
         return ((x.to(dtype) + 1) * self.levels / 2 - 0.5).round().clamp(0, self.levels - 1)

@@ -62,6 +62,7 @@ class GAN(GenerativeModel):
     """Generator and critic trained adversarially; `objective` "gan" (non-saturating) or "wgan-gp"."""
 
     family = "gan"
+    step: Tensor
 
     def __init__(self, data: DataSpec, *, objective: str = "gan", latent_dim: int = 64, width: int = 32,
                  arch: str = "auto", n_critic: int = 1, gp_weight: float = 10.0) -> None:
@@ -77,7 +78,7 @@ class GAN(GenerativeModel):
         self.gp_weight = gp_weight
         c = data.shape[0] if len(data.shape) == 3 else 1
         if pick_arch(arch, data.shape) == "conv":
-            side = image_side(data.shape)
+            side = image_side(data.shape) or 4
             self.generator: nn.Module = ConvDecoder(latent_dim, c, side, 2 * width)
             self.critic: nn.Module = _Critic(ConvEncoder(c, side, 1, width, norm=True))
         else:

@@ -40,6 +40,9 @@ class RBM(GenerativeModel):
     """A binary-binary RBM on binary data of any shape (flattened)."""
 
     family = "rbm"
+    chains: Tensor
+    data_mean: Tensor
+    seen: Tensor
 
     def __init__(self, data: DataSpec, *, hidden: int = 500, gibbs_steps: int = 1, chains: int = 100,
                  ais_chains: int = 100, ais_steps: int = 10_000, sample_steps: int = 1000) -> None:
@@ -162,7 +165,8 @@ class RBM(GenerativeModel):
         """A Gibbs chain of `steps` sweeps (default `sample_steps`) from the AIS base-rate distribution; the
         callback gets each sweep's state and p(v = 1 | h). `final`: the last state ("sample"), p(v | h) > 1/2
         ("mode") or p(v | h) ("mean")."""
-        steps, _, _ = self.check_sample_args(n, steps, sampler, cond, guidance, inpaint)
+        checked, _, _ = self.check_sample_args(n, steps, sampler, cond, guidance, inpaint)
+        steps = checked or self.sample_steps
         callback, close = progress_callback(callback, steps, progress, "Gibbs sampling")
         v = torch.bernoulli(torch.sigmoid(self.base_bias()).expand(n, -1).contiguous(), generator=generator)
         pv = v

@@ -49,7 +49,7 @@ class VAE(GenerativeModel):
         c = data.shape[0] if len(data.shape) == 3 else 1
         per_pixel = 1 if data.kind == "discrete" else 2  # Bernoulli logit, or Gaussian mean and log-std
         if pick_arch(arch, data.shape) == "conv":
-            side = image_side(data.shape)
+            side = image_side(data.shape) or 4
             self.encoder: nn.Module = ConvEncoder(c, side, 2 * latent_dim, width)
             self.decoder: nn.Module = ConvDecoder(latent_dim, c * per_pixel, side, width)
         else:
@@ -123,13 +123,14 @@ class VAE(GenerativeModel):
     def iwae(self, x: Tensor, k: int, generator: torch.Generator | None = None) -> Tensor:
         """The IWAE-k bound on ln p(x) [B], the k samples in chunks (running log-sum-exp)."""
         per = max(1, self.chunk // max(1, x.shape[0]))
-        acc = None
+        acc: Tensor | None = None
         done = 0
         while done < k:
             m = min(per, k - done)
             lw = torch.logsumexp(self.log_weights(x, m, generator), dim=1)
             acc = lw if acc is None else torch.logaddexp(acc, lw)
             done += m
+        assert acc is not None  # k >= 1
         return acc - math.log(k)
 
     def _k(self, steps: int | str | None) -> int:
