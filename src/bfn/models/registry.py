@@ -18,6 +18,11 @@ if TYPE_CHECKING:
 FAMILIES: dict[str, str] = {
     "bfn": "bfn.models.bfn:build",
     "ddpm": "bfn.models.ddpm:build",
+    "vae": "bfn.models.vae:build",
+    "flow": "bfn.models.flow_model:build",
+    "gan": "bfn.models.gan:build_gan",
+    "wgan-gp": "bfn.models.gan:build_wgan_gp",
+    "rbm": "bfn.models.rbm:build",
 }
 
 
