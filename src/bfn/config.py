@@ -31,6 +31,8 @@ class FlowConfig:
     num_bins: int = 0
     num_classes: int = 0
     t_min: float = 1e-6
+    # continuous data: the interval x-hat is clipped to (the paper's [x_min, x_max]); data outside it is refused
+    x_range: list[float] = field(default_factory=lambda: [-1.0, 1.0])
 
 
 @dataclass
@@ -238,6 +240,8 @@ def validate(cfg: RunConfig) -> None:
     _check(0 < f.sigma_1 < 1, "model.flow.sigma_1", "in (0, 1)", f.sigma_1)
     _check(math.isfinite(f.beta_1) and f.beta_1 > 0, "model.flow.beta_1", "a positive number", f.beta_1)
     _check(0 <= f.t_min < 1, "model.flow.t_min", "in [0, 1)", f.t_min)
+    _check(len(f.x_range) == 2 and all(math.isfinite(v) for v in f.x_range) and f.x_range[0] < f.x_range[1],
+           "model.flow.x_range", "two finite numbers [lo, hi] with lo < hi", f.x_range)
     for key in ("num_bins", "num_classes"):
         value = getattr(f, key)
         _check(value == 0 or value >= 2, f"model.flow.{key}", "0 (the dataset's) or at least 2", value)

@@ -9,9 +9,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from bfn.data.common import NO_LABEL, Item, bin_centres, label_tensor
+from bfn.data.common import NO_LABEL, Item, label_tensor
 from bfn.errors import DataError
 from bfn.flows.continuous import MAX_MAGNITUDE
+from bfn.utils.binned import bin_centres
 
 KINDS = ("continuous", "discretized", "discrete")
 TEST_FRACTION = 0.1
@@ -82,7 +83,7 @@ def to_model_format(x: np.ndarray, kind: str, num_bins: int | None, num_classes:
             x32 = x.astype(np.float32)
         if not np.isfinite(x32).all() or np.abs(x32).max() > MAX_MAGNITUDE:
             raise DataError(f"the data holds values up to |x| = {np.abs(x).max():.3g}; continuous data must be "
-                            "scaled to about [-1, 1] (e.g. (x - mean) / (3 * std)) before training")
+                            "scaled to about [-1, 1] (e.g. 2 * (x - min) / (max - min) - 1) before training")
         return torch.from_numpy(x32)
     if kind == "discrete":
         if x.dtype.kind == "f":

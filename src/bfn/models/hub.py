@@ -36,7 +36,8 @@ def build_flow(cfg: FlowConfig, data: DataSpec) -> BayesianFlow:
         raise ConfigError(f"model.flow.kind={kind} does not match the dataset's type {data.kind}; "
                           "drop the override or choose a matching dataset")
     if kind == "continuous":
-        return ContinuousFlow(sigma_1=cfg.sigma_1, t_min=cfg.t_min)
+        x_range = getattr(cfg, "x_range", (-1.0, 1.0))
+        return ContinuousFlow(sigma_1=cfg.sigma_1, t_min=cfg.t_min, x_range=(float(x_range[0]), float(x_range[1])))
     if kind == "discretized":
         return DiscretizedFlow(num_bins=cfg.num_bins or data.num_bins or 16, sigma_1=cfg.sigma_1, t_min=cfg.t_min)
     return DiscreteFlow(num_classes=cfg.num_classes or data.num_classes or 2, beta_1=cfg.beta_1)
