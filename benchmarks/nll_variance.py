@@ -40,14 +40,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from bfn.commands.eval import held_out_split
-    from bfn.config import load_config
     from bfn.evaluation.nll import evaluate_nll
-    from bfn.models.hub import from_pretrained
+    from bfn.evaluation.runs import load_run, test_split
 
     torch.set_num_threads(args.threads)
-    model = from_pretrained(args.run).eval()
-    test = held_out_split(load_config(str(Path(args.run) / "config.yaml")))
+    run_ = load_run(args.run)
+    model = run_.model.eval()
+    test = test_split(run_)
     out: dict[str, Any] = {"run": args.run, "steps": args.steps, "repeats": args.repeats, "limit": args.limit,
                            "threads": args.threads, "rounds": []}
     for _ in range(args.rounds):

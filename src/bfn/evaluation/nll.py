@@ -223,7 +223,7 @@ def evaluate_nll(model: GenerativeModel, data: Any, *, steps: str | Steps | Sequ
     results: dict[str, Any] = {}
     for s in step_list:
         stacked = torch.stack(values[s])  # [R, N]
-        res = {"steps": s, "bound": model.nll_name(s), "kind": model.capabilities.likelihood}
+        res: dict[str, Any] = {"steps": s, "bound": model.nll_name(s), "kind": model.capabilities.likelihood}
         res.update(summarize(stacked.mean(0), dims))
         res["nats_per_repeat"] = [float(v) for v in stacked.mean(1)]
         # Monte Carlo standard error of the test-set mean: the spread of the R repeat means over sqrt(R)

@@ -60,8 +60,8 @@ class DiscretizedFlow(ContinuousFlow):
         log_p = p_out.log_probs  # float64, no floor
         if strata > 0:
             z = stratified_normal(strata, tuple(x.shape), generator=generator, device=x.device)
-            ratio = sum(self._log_ratio(x, log_p, x + alpha.rsqrt() * z[j], alpha) for j in range(strata))
-            return n * sum_except_batch(ratio / strata)
+            ratio = torch.stack([self._log_ratio(x, log_p, x + alpha.rsqrt() * z[j], alpha) for j in range(strata)])
+            return n * sum_except_batch(ratio.mean(0))
         noise = alpha.rsqrt() * randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         ratio = self._log_ratio(x, log_p, x + noise, alpha)
         if antithetic:

@@ -182,8 +182,8 @@ class BFN(GenerativeModel):
             u = rand((b,), generator=generator, device=x.device)
         u = u.to(device=x.device, dtype=torch.float64)
         draws = max(1, int(recon_draws))
-        recon = sum(self.reconstruction_loss(x, cond=cond, generator=generator).double() for _ in range(draws))
-        recon = recon / draws
+        recon = torch.stack([self.reconstruction_loss(x, cond=cond, generator=generator).double()
+                             for _ in range(draws)]).mean(0)
         if generator is None:
             seed = int(torch.randint(0, 2**62, ()))
             generator = torch.Generator(device=x.device).manual_seed(seed)
@@ -192,13 +192,12 @@ class BFN(GenerativeModel):
         for s in steps:
             generator.set_state(state)  # the same noise for every bound: their differences are precise
             n = parse_steps(s)  # None: continuous time
-            cont = n is None
             t = (u if n is None else (u * n).floor().clamp_max(n - 1) / n).float()
             theta = self.flow.flow_sample(x, t, generator=generator)
             net_out = self.net_output(theta, t, cond)
             with torch.autocast(device_type=x.device.type, enabled=False):
                 p_out = self.flow.output_distribution(net_out, theta, t)
-                if cont:
+                if n is None:
                     term = self.flow.continuous_time_loss(x, p_out, t)
                 else:
                     term = self.flow.discrete_time_loss(x, p_out, t, n, generator=generator, strata=strata)
