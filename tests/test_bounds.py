@@ -224,11 +224,12 @@ def test_a_covering_x_range_lets_a_perfect_network_fit_the_data():
 
 def test_x_range_config_is_checked_and_saved():
     from bfn.config import load_config, to_dict
-    from bfn.models.hub import DataInfo, build_flow
+    from bfn.data.spec import DataSpec
+    from bfn.models.hub import build_flow
 
     cfg = load_config("mixture-1d", ["model.flow.x_range=[0,255]"])
     assert cfg.model.flow.x_range == [0.0, 255.0] and to_dict(cfg)["model"]["flow"]["x_range"] == [0.0, 255.0]
-    assert build_flow(cfg.model.flow, DataInfo(kind="continuous", shape=(1,))).x_range == (0.0, 255.0)
+    assert build_flow(cfg.model.flow, DataSpec(kind="continuous", shape=(1,))).x_range == (0.0, 255.0)
     with pytest.raises(ConfigError, match="model.flow.x_range"):
         load_config("mixture-1d", ["model.flow.x_range=[1,-1]"])
 
