@@ -144,13 +144,21 @@ def test_discretized_grid_ends_at_log_bins():
 
 
 def test_signal_and_noise_match_the_bayesian_flow_distribution():
-    t = torch.tensor(0.3, dtype=torch.float64)
-    path, flow = GaussianPath(CONT_FLOW), CONT_FLOW
-    assert path.signal(0.3) == pytest.approx(float(flow.gamma(t)))
-    assert path.noise(0.3) ** 2 == pytest.approx(float(flow.gamma(t) * (1 - flow.gamma(t))))
-    path, flow = GaussianPath(DISC_FLOW), DISC_FLOW
-    assert path.signal(0.3) == pytest.approx(float(flow.beta(t)))
-    assert path.noise(0.3) ** 2 == pytest.approx(float(3 * flow.beta(t)))
+    """Closed forms of the papers' flow distributions, written out: continuous (§4.4) mu ~ N(gamma x, gamma (1 -
+    gamma)), gamma = 1 - sigma_1^(2t); discrete (§6.7) y ~ N(beta (K e_x - 1), beta K I), beta = beta_1 t^2."""
+    path = GaussianPath(CONT_FLOW)  # sigma_1 = 0.01
+    gamma = 1 - 0.01 ** 0.6
+    assert path.signal(0.3) == pytest.approx(gamma, rel=1e-12)
+    assert path.noise(0.3) ** 2 == pytest.approx(gamma * 0.01 ** 0.6, rel=1e-12)
+    path = GaussianPath(DISC_FLOW)  # K = 3, beta_1 = 10
+    assert path.signal(0.3) == pytest.approx(10 * 0.3**2, rel=1e-12)
+    assert path.noise(0.3) ** 2 == pytest.approx(3 * 10 * 0.3**2, rel=1e-12)
+    # and by Monte Carlo from the flows' own samplers of p_F
+    gen = torch.Generator().manual_seed(0)
+    x = torch.full((200_000, 1), 0.5)
+    mu = CONT_FLOW.flow_sample(x, torch.full((200_000,), 0.3), generator=gen).mean
+    assert float(mu.mean()) == pytest.approx(0.5 * gamma, abs=5e-3)
+    assert float(mu.var()) == pytest.approx(gamma * 0.01 ** 0.6, rel=2e-2)
 
 
 def _discretized_output_fn(flow: DiscretizedFlow):
@@ -194,8 +202,8 @@ def test_discretized_bins_shapes_reproducibility_callback(name):
     assert [c.i for c in calls] == list(range(1, 10)) and all(c.n == 9 for c in calls)
     times = [c.t for c in calls]
     assert times[0] > 0 and all(a < b < 1 for a, b in zip(times[:-1], times[1:], strict=True))
-    for c in calls:  # the precision field is carried along as 1 + beta(t)
-        torch.testing.assert_close(c.theta.precision, 1 + flow.beta(torch.full((6,), c.t)))
+    for c in calls:  # the precision field is carried along as 1 + beta(t) = sigma_1^(-2t)
+        torch.testing.assert_close(c.theta.precision, torch.full((6,), 0.001 ** (-2 * c.t)))
         assert c.theta.mean.shape == (6, 4, 3) and c.output.probs.shape == (6, 4, 3, 16)
     mode = SAMPLERS[name](flow, fn, (6, 4, 3), 9, generator=torch.Generator().manual_seed(1), final="mode")
     assert torch.isin(mode, bin_centres(16)).all()

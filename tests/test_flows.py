@@ -292,14 +292,28 @@ def test_optimal_network_gives_exact_nll_in_continuous_time(gen):
 
 @pytest.mark.parametrize("k", [2, 16, 256])
 def test_discretized_probs_sum_to_one_and_mean_is_khat(k, gen):
-    flow = DiscretizedFlow(num_bins=k)
+    """p_O against an independent reference: mu_x, sigma_x from §5.3 written out here, the bins integrated with
+    torch.distributions.Normal's CDF in float64 over edges -1 + 2j/K, and k-hat = sum_k p(k) ((2k + 1)/K - 1) (§5.4);
+    plus a Monte Carlo check that k-hat is the mean of the clipped, binned Gaussian draw."""
+    flow = DiscretizedFlow(num_bins=k, sigma_1=0.01)
     theta = GaussianParams(torch.randn(32, 7, generator=gen).clamp(-1, 1), torch.ones(32))
-    t = torch.rand(32, generator=gen)
+    t = torch.rand(32, generator=gen) * 0.98 + 0.01
     net_out = torch.randn(32, 7, 2, generator=gen)
     p = flow.output_distribution(net_out, theta, t)
-    torch.testing.assert_close(p.probs.sum(-1), torch.ones(32, 7), atol=1e-5, rtol=0)
+    g = (1 - 0.01 ** (2 * t.double()))[:, None]
+    mu_x = theta.mean.double() / g - ((1 - g) / g).sqrt() * net_out[..., 0].double()
+    sigma_x = ((1 - g) / g).sqrt() * net_out[..., 1].double().exp()
+    edges = torch.tensor([-1 + 2 * j / k for j in range(1, k)], dtype=torch.float64)
+    cdf = Normal(mu_x[..., None], sigma_x[..., None]).cdf(edges)
+    ref = torch.cat([cdf[..., :1], cdf.diff(dim=-1), 1 - cdf[..., -1:]], dim=-1)
+    torch.testing.assert_close(p.probs.double(), ref, atol=2e-5, rtol=0)  # mu_x, sigma_x are float32 in the flow
     assert (p.probs >= 0).all()
-    torch.testing.assert_close(p.mean, (p.probs * bin_centres(k)).sum(-1))
+    centres = torch.tensor([(2 * j + 1) / k - 1 for j in range(k)], dtype=torch.float64)
+    torch.testing.assert_close(p.mean.double(), (ref * centres).sum(-1), atol=2e-5, rtol=0)
+    # Monte Carlo: draw z ~ N(mu_x, sigma_x^2), clip to [-1, 1], map to its bin centre; average
+    z = mu_x[0, 0] + sigma_x[0, 0] * torch.randn(200_000, generator=gen, dtype=torch.float64)
+    binned = centres[((z.clamp(-1, 1) + 1) * k / 2).floor().clamp(0, k - 1).long()]
+    assert abs(float(binned.mean() - p.mean[0, 0])) < 5 * float(binned.std()) / math.sqrt(200_000) + 1e-6
 
 
 def test_discretized_clipping_puts_tails_in_edge_bins():

@@ -126,11 +126,20 @@ def test_units_and_json_shape(tmp_path):
     assert (out["n_examples"], out["dims"], out["repeats"]) == (50, 12, 3)
     assert list(out["results"]) == ["5", "inf"]
     for res in out["results"].values():
-        assert res["bits_per_dim"] == res["nats"] / math.log(2) / 12
-        assert res["bits_per_dim_se"] == res["nats_se"] / math.log(2) / 12
-        assert res["nats_per_dim"] == res["nats"] / 12
         assert len(res["nats_per_repeat"]) == 3
         assert res["nats"] == pytest.approx(sum(res["nats_per_repeat"]) / 3)
+        assert res["nats_mc_se"] == pytest.approx(float(np.std(res["nats_per_repeat"], ddof=1)) / math.sqrt(3))
+    # units against the entropy of the data, a number computed apart from the code: H bits / 12 dims in bits/dim
+    p, entropy, model = bernoulli_problem(d=12)
+    x = torch.bernoulli(p.expand(3000, -1), generator=torch.Generator().manual_seed(3)).long()
+    big = evaluate_nll(model, x, steps="5,inf", repeats=2, batch_size=1000, seed=2, per_example=True)["results"]
+    for res in big.values():
+        per = res["per_example"].numpy()
+        assert res["nats_se"] == pytest.approx(float(np.std(per, ddof=1)) / math.sqrt(3000))
+        se_bits = float(np.std(per, ddof=1)) / math.sqrt(3000) / math.log(2) / 12
+        assert res["bits_per_dim_se"] == pytest.approx(se_bits)
+        assert abs(res["bits_per_dim"] - entropy / math.log(2) / 12) < 4 * se_bits, res
+        assert abs(res["nats_per_dim"] - entropy / 12) < 4 * res["nats_se"] / 12, res
     assert out["results"]["5"]["bound"] == "L^5 + L^r" and out["results"]["inf"]["steps"] == "inf"
     assert out["uniform"]["nats"] == pytest.approx(12 * math.log(2))
 

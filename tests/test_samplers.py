@@ -68,17 +68,27 @@ def test_continuous_sampler_with_exact_denoiser_recovers_point_mass():
     torch.testing.assert_close(out, x0.expand(64, 2))
 
 
-def test_discrete_sampler_with_perfect_output_returns_target():
+def test_paper_sampler_is_exact_with_the_bayes_optimal_output():
+    """Independent categoricals pi_d over K = 3 classes (non-degenerate, different per variable). The Bayes-optimal
+    output distribution is the posterior p(x_d | y_1..y_i) proportional to pi_d(k) exp(theta_d(k)) (theta holds
+    the summed sender samples as logits, §6.1), and with it the paper's sampler draws y_i from its exact predictive,
+    so its samples follow pi exactly for any number of steps (Graves et al. 2023, §3.9). A sampler that returned
+    the mode, or a mean, would fail the chi-square test below."""
+    from bfn.flows import Categorical
+
     flow = DiscreteFlow(num_classes=3, beta_1=3.0)
-    target = torch.tensor([2, 0, 1])
+    pi = torch.tensor([[0.6, 0.3, 0.1], [0.2, 0.2, 0.6], [0.45, 0.1, 0.45]])
+    n = 6000
 
     def output_fn(theta, t):
-        from bfn.flows import Categorical
-        return Categorical(50 * torch.nn.functional.one_hot(target, 3).float().expand(*theta.shape[:-1], 3))
+        return Categorical(pi.log() + theta)
 
-    for name in SAMPLERS:
-        out = SAMPLERS[name](flow, output_fn, (10, 3), 20, generator=torch.Generator().manual_seed(0))
-        assert torch.equal(out, target.expand(10, 3))
+    for steps in (1, 4, 25):
+        out = SAMPLERS["paper"](flow, output_fn, (n, 3), steps, generator=torch.Generator().manual_seed(steps))
+        counts = torch.nn.functional.one_hot(out, 3).sum(0).double()  # [3 variables, 3 classes]
+        expected = n * pi.double()
+        chi2 = float(((counts - expected) ** 2 / expected).sum())
+        assert chi2 < 27.9, (steps, counts)  # 3 x 2 = 6 degrees of freedom: P(chi2 > 27.9) < 1e-4
 
 
 def test_bad_steps_and_inputs():

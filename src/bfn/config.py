@@ -33,6 +33,8 @@ class FlowConfig:
     t_min: float = 1e-6
     official: bool = False  # the official BFN code's numerical guards (bfn.flows: DiscretizedFlow, ContinuousFlow)
     recon_std: float = 0.0  # continuous flow on binned data: std of the discretised L^r Gaussian (0: sigma_1)
+    # continuous data: the interval x-hat is clipped to (the paper's [x_min, x_max]); data outside it is refused
+    x_range: list[float] = field(default_factory=lambda: [-1.0, 1.0])
 
 
 @dataclass
@@ -276,6 +278,8 @@ def validate(cfg: RunConfig) -> None:
     _check(0 <= f.t_min < 1, "model.flow.t_min", "in [0, 1)", f.t_min)
     _check(math.isfinite(f.recon_std) and f.recon_std >= 0, "model.flow.recon_std", "a number >= 0 (0: sigma_1)",
            f.recon_std)
+    _check(len(f.x_range) == 2 and all(math.isfinite(v) for v in f.x_range) and f.x_range[0] < f.x_range[1],
+           "model.flow.x_range", "two finite numbers [lo, hi] with lo < hi", f.x_range)
     for key in ("num_bins", "num_classes"):
         value = getattr(f, key)
         _check(value == 0 or value >= 2, f"model.flow.{key}", "0 (the dataset's) or at least 2", value)

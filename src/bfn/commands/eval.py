@@ -124,19 +124,21 @@ def _pm(value: float, se: float | None, digits: int) -> str:
 def nll_table(result: dict[str, Any]) -> str:
     """The NLL results as a fixed-width table."""
     unit = result.get("unit", "dim")
-    rows = [("bound", "nats/example", f"nats/{unit}", f"bits/{unit}")]
+    rows = [("bound", "nats/example", f"nats/{unit}", f"bits/{unit}", "MC s.e. (nats)")]
     for res in result["results"].values():
+        mc = res.get("nats_mc_se")
         rows.append((res["bound"], _pm(res["nats"], res["nats_se"], 2), _pm(res["nats_per_dim"],
-                     res["nats_per_dim_se"], 4), _pm(res["bits_per_dim"], res["bits_per_dim_se"], 4)))
+                     res["nats_per_dim_se"], 4), _pm(res["bits_per_dim"], res["bits_per_dim_se"], 4),
+                     "-" if mc is None else f"{mc:.2f}"))
     uniform = result.get("uniform")
     if uniform:
         rows.append((f"uniform over {uniform['values']} values", f"{uniform['nats']:.2f}",
-                     f"{uniform['nats_per_dim']:.4f}", f"{uniform['bits_per_dim']:.4f}"))
+                     f"{uniform['nats_per_dim']:.4f}", f"{uniform['bits_per_dim']:.4f}", ""))
     for name, res in (result.get("ngram") or {}).items():
         if isinstance(res, dict):
             bits = _pm(res["bits_per_char"], res["bits_per_char_se"], 4)
-            rows.append((f"{name} model (fitted on train)", "", "", bits))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+            rows.append((f"{name} model (fitted on train)", "", "", bits, ""))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
     lines = []
     for row in rows:
         cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)]
@@ -222,7 +224,8 @@ def run(args: argparse.Namespace) -> int:
             result["ngram"] = ngram_baselines(split_ids(train_split(cfg)),
                                               materialize(test, limit=args.limit, seed=args.seed))
         print(f"{result['n_examples']} test examples, {result['dims']} dims, {result['repeats']} repeat(s), "
-              f"{result['wall_seconds']:.1f} s; ± is one standard error over examples")
+              f"{result['wall_seconds']:.1f} s; ± is one standard error over examples (Monte Carlo noise and the "
+              "real spread of the examples); MC s.e.: the Monte Carlo standard error of the mean (repeat means)")
         print(nll_table(result))
         if protocol is not None:
             from bfn.evaluation.protocol import headline

@@ -11,6 +11,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from bfn.errors import DataError
+from bfn.utils.binned import bin_centres
 
 Item = tuple[Tensor, Tensor]
 NO_LABEL = -1
@@ -20,12 +21,6 @@ def data_dir(name: str, root: str | os.PathLike[str] | None = None) -> Path:
     """Folder of dataset `name`: `<root>/<name>`, root = `root`, else $BFN_DATA_DIR, else ~/.cache/bfn."""
     base = root or os.environ.get("BFN_DATA_DIR") or Path.home() / ".cache" / "bfn"
     return Path(base).expanduser() / name
-
-
-def bin_centres(num_bins: int) -> Tensor:
-    """float32 centres (2k+1)/K - 1, k = 0..K-1, of K equal bins on [-1, 1] (Graves et al. 2023, §5)."""
-    k = torch.arange(num_bins, dtype=torch.float32)
-    return (2 * k + 1) / num_bins - 1
 
 
 def grey_to_centres_table(num_bins: int) -> Tensor:

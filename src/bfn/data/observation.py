@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from bfn.errors import DataError
-from bfn.flows.distributions import bin_centres
+from bfn.utils.binned import bin_centres
 
 #: named masks: which part of the image is observed (kept); the rest is drawn by the model
 MASK_REGIONS: tuple[str, ...] = ("top", "bottom", "left", "right", "border")

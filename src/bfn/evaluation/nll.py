@@ -1,13 +1,20 @@
 """Test-set likelihood: per-example negative log-likelihood bounds in nats, nats/dim and bits/dim, with errors.
 
-For every example the model's `nll(x, steps)` gives a one-sample (Monte Carlo over t and the flow) estimate of
-an upper bound on -ln p(x): L^n(x) + L^r(x) for n steps, or L^inf(x) + L^r(x) in continuous time (Graves et al.
-2023, §3.10). `evaluate_nll` repeats that R times, averages the R estimates of each example, and reports the mean
-over examples with its standard error (the standard deviation of the per-example averages over sqrt(N)). So the
-error bar covers both the spread of the test set and the Monte Carlo noise that R repeats leave.
+For every example the model gives an unbiased Monte Carlo estimate of an upper bound on -ln p(x): L^n(x) + L^r(x)
+for n steps, or L^inf(x) + L^r(x) in continuous time (Graves et al. 2023, §3.10); for a DDPM the variational bound
+of Ho et al. 2020, eq. (5). `evaluate_nll` repeats that R times, averages the R estimates of each example, and
+reports the mean over examples with two errors:
 
-Dynamically binarized data are drawn afresh for every repeat, from a generator seeded by (seed, repeat), so the
-same seed gives the same numbers. Any model with `nll(x, steps, generator=...) -> [B]` nats works (BFN, DDPM).
+- `nats_se`, the standard error over examples (the standard deviation of the per-example averages over sqrt(N)):
+  it holds both the Monte Carlo noise that R repeats leave and the real spread between examples, so it is the
+  error bar for "this model on this data distribution";
+- `nats_mc_se`, the Monte Carlo standard error of the test-set mean (the spread of the R repeat means over
+  sqrt(R)), the error bar for "this model on these N examples", the one the BFN paper's evaluation reports.
+
+Every `GenerativeModel` has `nll_bounds(x, steps, u=..., generator=...)`, all step counts in one call per batch:
+the base class calls `nll` per step count, BFN and DDPM override it with the variance reductions described there
+and in `evaluate_nll`. Dynamically binarized data are drawn afresh for every repeat, from a generator seeded by
+(seed, repeat), so the same seed gives the same numbers.
 """
 
 from __future__ import annotations
@@ -95,6 +102,14 @@ def uniform_reference(model: Any, dims: int) -> dict[str, Any] | None:
 
 
 # --- the estimate ---------------------------------------------------------------------------------------
+def _check_finite(model: GenerativeModel, out: Tensor, steps: Steps) -> Tensor:
+    if not torch.isfinite(out).all():
+        bad = int((~out.isfinite()).sum())
+        raise DataError(f"the {model.nll_name(steps)} estimate is not finite for {bad} examples; check the model's "
+                        "weights (a diverged run?)")
+    return out
+
+
 def summarize(per_example: Tensor, dims: int) -> dict[str, float | None]:
     """Mean over examples and its standard error, in nats/example, nats/dim and bits/dim (bits = nats / ln 2 /
     dims exactly); the errors are None for a single example."""
@@ -111,7 +126,8 @@ def summarize(per_example: Tensor, dims: int) -> dict[str, float | None]:
 @torch.no_grad()
 def evaluate_nll(model: GenerativeModel, data: Any, *, steps: str | Steps | Sequence[Steps] = ("inf",),
                  repeats: int = 1, batch_size: int = 256, seed: int = 0, device: str | torch.device | None = None,
-                 limit: int | None = None, progress: bool = False, per_example: bool = False) -> dict[str, Any]:
+                 limit: int | None = None, progress: bool = False, per_example: bool = False,
+                 strata: int = 16, variance_reduction: bool = True) -> dict[str, Any]:
     """Negative log-likelihood bounds of `model` on `data` for each step count (ints and/or "inf").
 
     Args:
@@ -126,14 +142,22 @@ def evaluate_nll(model: GenerativeModel, data: Any, *, steps: str | Steps | Sequ
         progress: show a progress bar.
         per_example: also return each result's per-example R-averages as a tensor [N] ("per_example"; not JSON),
             e.g. for paired comparisons of step counts or of two models on the same examples.
+        strata: stratified sender draws per variable for the n-step KL of a BFN (see `BFN.nll_bounds`).
+        variance_reduction: True (default): `model.nll_bounds`, all step counts in one call per batch, each
+            example's time (BFN) or step (DDPM) of repeat r taken from u_r = frac(u_0 + r / R) with one uniform u_0
+            per example (a randomly shifted lattice: every u_r is uniform, so each estimate stays unbiased, and the
+            R repeats of an example cover the time range evenly), plus the model's own variance reductions.
+            False: the plain one-sample `nll` per step count (the estimator before issue 17, for comparisons).
 
     All step counts of one repeat share the data draw and the random numbers (t, flow samples): their estimates
     are positively correlated, so differences between step counts are far more precise than each estimate.
 
     Returns:
         {"n_examples", "dims", "repeats", "seed", "batch_size", "uniform", "wall_seconds", "results": {"10": {...},
-        "inf": {...}}}, each result holding the bound's name, nats (+ _se), nats_per_dim, bits_per_dim (+ _se) and
-        the mean of each repeat (`nats_per_repeat`).
+        "inf": {...}}}, each result holding the bound's name, nats (+ _se), nats_per_dim, bits_per_dim (+ _se),
+        the mean of each repeat (`nats_per_repeat`) and the Monte Carlo standard error of the mean over examples
+        (`nats_mc_se`, the spread of the repeat means over sqrt(R); `nats_se` is the standard error over
+        examples, which also holds the real spread between examples).
     """
     step_list = parse_steps(steps if isinstance(steps, str | int) else list(steps))
     if repeats < 1:
@@ -149,8 +173,9 @@ def evaluate_nll(model: GenerativeModel, data: Any, *, steps: str | Steps | Sequ
     device = torch.device(device)
     was_training = model.training
     model.eval()
+    u0: Tensor | None = None
     t0 = time.perf_counter()
-    values = {s: [] for s in step_list}  # per step: R tensors [N]
+    values: dict[Steps, list[Tensor]] = {s: [] for s in step_list}  # per step: R tensors [N]
     n_total = dims = 0
     bar = None
     try:
@@ -164,20 +189,33 @@ def evaluate_nll(model: GenerativeModel, data: Any, *, steps: str | Steps | Sequ
 
                 n_batches = math.ceil(n_total / batch_size)
                 bar = tqdm(total=repeats * len(step_list) * n_batches, desc="nll", dynamic_ncols=True)
-            for s in step_list:
+            if variance_reduction:  # all step counts in one call, times on a shifted lattice over the repeats
+                if u0 is None:
+                    u0 = torch.rand(n_total, generator=torch.Generator().manual_seed(derive_seed(seed, "time")),
+                                    dtype=torch.float64)
+                u = torch.frac(u0 + r / repeats)
                 gen = torch.Generator(device=device).manual_seed(derive_seed(seed, "nll", r))
-                chunks = []
+                chunks: dict[Steps, list[Tensor]] = {s: [] for s in step_list}
                 for start in range(0, n_total, batch_size):
                     xb = x_all[start:start + batch_size].to(device)
-                    chunks.append(model.nll(xb, s, generator=gen).double().cpu())
+                    got = model.nll_bounds(xb, step_list, u=u[start:start + batch_size].to(device), generator=gen,
+                                           strata=strata)
+                    for s in step_list:
+                        chunks[s].append(got[s].double().cpu())
+                    if bar is not None:
+                        bar.update(len(step_list))
+                for s in step_list:
+                    values[s].append(_check_finite(model, torch.cat(chunks[s]), s))
+                continue
+            for s in step_list:
+                gen = torch.Generator(device=device).manual_seed(derive_seed(seed, "nll", r))
+                chunks_s = []
+                for start in range(0, n_total, batch_size):
+                    xb = x_all[start:start + batch_size].to(device)
+                    chunks_s.append(model.nll(xb, s, generator=gen).double().cpu())
                     if bar is not None:
                         bar.update(1)
-                out = torch.cat(chunks)
-                if not torch.isfinite(out).all():
-                    bad = int((~out.isfinite()).sum())
-                    raise DataError(f"the {model.nll_name(s)} estimate is not finite for {bad} "
-                                    "examples; check the model's weights (a diverged run?)")
-                values[s].append(out)
+                values[s].append(_check_finite(model, torch.cat(chunks_s), s))
     finally:
         if bar is not None:
             bar.close()
@@ -185,9 +223,11 @@ def evaluate_nll(model: GenerativeModel, data: Any, *, steps: str | Steps | Sequ
     results: dict[str, Any] = {}
     for s in step_list:
         stacked = torch.stack(values[s])  # [R, N]
-        res = {"steps": s, "bound": model.nll_name(s), "kind": model.capabilities.likelihood}
+        res: dict[str, Any] = {"steps": s, "bound": model.nll_name(s), "kind": model.capabilities.likelihood}
         res.update(summarize(stacked.mean(0), dims))
         res["nats_per_repeat"] = [float(v) for v in stacked.mean(1)]
+        # Monte Carlo standard error of the test-set mean: the spread of the R repeat means over sqrt(R)
+        res["nats_mc_se"] = float(stacked.mean(1).std(unbiased=True)) / math.sqrt(repeats) if repeats > 1 else None
         if per_example:
             res["per_example"] = stacked.mean(0)
         results[str(s)] = res

@@ -73,8 +73,10 @@ class BayesianFlow(ABC):
 
     @abstractmethod
     def discrete_time_loss(self, x: Tensor, p_out: Any, t: Tensor, n: int, *,
-                           generator: torch.Generator | None = None) -> Tensor:
-        """n-step loss L^n(x) for a step starting at t = (i-1)/n, per example [B] (one-sample estimate)."""
+                           generator: torch.Generator | None = None, strata: int = 0) -> Tensor:
+        """n-step loss L^n(x) for a step starting at t = (i-1)/n, per example [B]: an unbiased estimate of
+        n KL(sender || receiver), from one sender draw (`strata` = 0, training) or averaged over `strata`
+        stratified draws where the flow has no closed form (evaluation)."""
 
     @abstractmethod
     def reconstruction_loss(self, x: Tensor, p_out: Any) -> Tensor:

@@ -61,13 +61,34 @@ class ContinuousFlow(BayesianFlow):
         self.official = bool(official)
 
     # --- schedule ---------------------------------------------------------------------------------------
+    # Computed in float64 from ln(sigma_1), in expm1 form: at sigma_1 = 1e-6, t -> 1 the float32 1 - sigma_1^(2t)
+    # keeps no digit of 1 - gamma = sigma_1^(2t); here both gamma and 1 - gamma keep ~15.
     def beta(self, t: Tensor) -> Tensor:
-        """beta(t) = sigma_1^(-2t) - 1 (§4.5)."""
-        return self.sigma_1 ** (-2 * t) - 1
+        """beta(t) = sigma_1^(-2t) - 1 = expm1(-2t ln sigma_1) (§4.5), float64."""
+        return torch.expm1(-2 * math.log(self.sigma_1) * t.double())
 
     def gamma(self, t: Tensor) -> Tensor:
-        """gamma(t) = beta(t) / (1 + beta(t)) = 1 - sigma_1^(2t) (§4.5)."""
-        return 1 - self.sigma_1 ** (2 * t)
+        """gamma(t) = beta(t) / (1 + beta(t)) = 1 - sigma_1^(2t) = -expm1(2t ln sigma_1) (§4.5), float64."""
+        return -torch.expm1(2 * math.log(self.sigma_1) * t.double())
+
+    def one_minus_gamma(self, t: Tensor) -> Tensor:
+        """1 - gamma(t) = sigma_1^(2t) = exp(2t ln sigma_1), float64 (no cancellation near t = 1)."""
+        return torch.exp(2 * math.log(self.sigma_1) * t.double())
+
+    def accuracy_between(self, t: Tensor, t_next: Tensor) -> Tensor:
+        """beta(t_next) - beta(t) = sigma_1^(-2t) expm1(-2 (t_next - t) ln sigma_1), float64."""
+        t, t_next = t.double(), t_next.double()
+        log_s = math.log(self.sigma_1)
+        return torch.exp(-2 * log_s * t) * torch.expm1(-2 * log_s * (t_next - t))
+
+    def loss_weight(self, t: Tensor) -> Tensor:
+        """-ln(sigma_1) sigma_1^(-2t), the weight of L^inf (§4.11), float64."""
+        return -math.log(self.sigma_1) * torch.exp(-2 * math.log(self.sigma_1) * t.double())
+
+    def x_hat_coefficients(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        """1/gamma and sqrt((1 - gamma)/gamma), float64 (gamma floored at 1e-12 for t -> 0, where x-hat is 0)."""
+        g = self.gamma(t).clamp_min(1e-12)
+        return 1 / g, (self.one_minus_gamma(t) / g).sqrt()
 
     def noise_scale(self, t: Tensor, ndim: int) -> tuple[Tensor, Tensor]:
         """(gamma, sqrt((1 - gamma)/gamma)) broadcast to `ndim` dims, with 1 - gamma = sigma_1^(2t) computed
@@ -85,9 +106,10 @@ class ContinuousFlow(BayesianFlow):
     def flow_sample(self, x: Tensor, t: Tensor, *, generator: torch.Generator | None = None) -> GaussianParams:
         """mu ~ p_F(mu | x; t) = N(gamma x, gamma (1 - gamma) I), rho = 1 + beta(t) (§4.4)."""
         g = append_dims(self.gamma(t), x.ndim)
+        std = (g * append_dims(self.one_minus_gamma(t), x.ndim)).sqrt()
         eps = randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        mean = g * x + (g * (1 - g)).sqrt() * eps
-        return GaussianParams(mean, 1 + self.beta(t))
+        mean = g.to(x.dtype) * x + std.to(x.dtype) * eps
+        return GaussianParams(mean, (1 + self.beta(t)).to(x.dtype))
 
     def net_input(self, theta: GaussianParams, t: Tensor) -> Tensor:
         return theta.mean.unsqueeze(-1)
@@ -132,8 +154,8 @@ class ContinuousFlow(BayesianFlow):
     # --- output side ------------------------------------------------------------------------------------
     def x_hat(self, eps_hat: Tensor, mean: Tensor, t: Tensor) -> Tensor:
         """x-hat = mu/gamma - sqrt((1-gamma)/gamma) eps-hat, 0 for t < t_min, clipped (§4.3)."""
-        g, scale = self.noise_scale(t, mean.ndim)
-        x = mean / g - scale * eps_hat
+        inv_g, scale = (append_dims(c, mean.ndim).to(mean.dtype) for c in self.x_hat_coefficients(t))
+        x = mean * inv_g - scale * eps_hat
         x = torch.where(append_dims(t, mean.ndim) < self.t_min, torch.zeros_like(x), x)
         if self.x_range is not None:
             x = x.clamp(*self.x_range)
@@ -144,15 +166,15 @@ class ContinuousFlow(BayesianFlow):
 
     def continuous_time_loss(self, x: Tensor, p_out: PointMass, t: Tensor) -> Tensor:
         """L^inf(x) = -ln(sigma_1) sigma_1^(-2t) ||x - x-hat(theta, t)||^2 (§4.11)."""
-        weight = -math.log(self.sigma_1) * self.sigma_1 ** (-2 * t)
-        return weight * sum_except_batch((x - p_out.mean) ** 2)
+        return self.loss_weight(t).to(x.dtype) * sum_except_batch((x - p_out.mean) ** 2)
 
     def discrete_time_loss(self, x: Tensor, p_out: PointMass, t: Tensor, n: int, *,
-                           generator: torch.Generator | None = None) -> Tensor:
+                           generator: torch.Generator | None = None, strata: int = 0) -> Tensor:
         """L^n(x) = n (1 - sigma_1^(2/n)) / (2 sigma_1^(2i/n)) ||x - x-hat(theta, t_{i-1})||^2, with
-        t = (i-1)/n: the closed-form Gaussian KL of sender and receiver times n (§4.10)."""
-        alpha = self.accuracy_between(t, t + 1.0 / n)
-        return n * alpha / 2 * sum_except_batch((x - p_out.mean) ** 2)
+        t = (i-1)/n: the closed-form Gaussian KL of sender and receiver times n (§4.10); exact in y, so
+        `strata` (sender draws, see the other flows) has nothing to do here."""
+        alpha = self.accuracy_between(t, t.double() + 1.0 / n)
+        return n * alpha / 2 * sum_except_batch((x - p_out.mean) ** 2).double()
 
     def reconstruction_loss(self, x: Tensor, p_out: PointMass) -> Tensor:
         """L^r(x) = -ln N(x | x-hat(theta, 1), sigma_1^2 I) (§4.12); with `recon_bins`, minus the log probability
@@ -176,4 +198,12 @@ class ContinuousFlow(BayesianFlow):
         if biggest > MAX_MAGNITUDE:
             raise DataError(f"continuous data has values up to {biggest:.3g}; the continuous flow assumes data "
                             "scaled to about [-1, 1] (sigma_1 is relative to that scale), so standardise it first, "
-                            "e.g. (x - mean) / (3 * std)")
+                            "e.g. 2 * (x - min) / (max - min) - 1")
+        if self.x_range is not None:
+            lo, hi = self.x_range
+            x_min, x_max = float(x.min()), float(x.max())
+            if x_min < lo or x_max > hi:
+                raise DataError(f"continuous data has values in [{x_min:.4g}, {x_max:.4g}], outside the range "
+                                f"[{lo:g}, {hi:g}] that the model's output x-hat can reach (model.flow.x_range), so "
+                                "no network could fit it; rescale the data into it, e.g. 2 * (x - min) / (max - min)"
+                                " - 1, or set model.flow.x_range=[lo,hi] to cover the data")

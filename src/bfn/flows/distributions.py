@@ -14,12 +14,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from bfn.utils.binned import bin_centres, bin_index, binned_gaussian_log_probs
 from bfn.utils.tensors import rand
 
-# Probabilities are clamped here before a log so that an impossible bin costs 27.6 nats, not infinity.
-PROB_FLOOR = 1e-12
+__all__ = ["Categorical", "DiscretizedGaussian", "PointMass", "bin_centres", "bin_index", "sample_categorical"]
+
 # Bins of probability below this are scored by density times bin width by the official BFN code.
 OFFICIAL_MIN_PROB = 1e-5
+
 # Logit of the impossible classes of an observed variable: exp(-1e4) is exactly 0 in float32 and float64.
 OBSERVED_LOGIT = -1e4
 
@@ -46,18 +48,6 @@ class PointMass:
         return PointMass(torch.where(mask, x.to(self.x_hat.dtype), self.x_hat))
 
 
-def bin_centres(num_bins: int, *, device: torch.device | str | None = None,
-                dtype: torch.dtype = torch.float32) -> Tensor:
-    """Centres k_c = (2k - 1)/K - 1, k = 1..K, of K equal bins on [-1, 1] (Graves et al. 2023, §5)."""
-    k = torch.arange(num_bins, device=device, dtype=dtype)
-    return (2 * k + 1) / num_bins - 1
-
-
-def bin_index(x: Tensor, num_bins: int) -> Tensor:
-    """Index k of the bin holding each value of x in [-1, 1] (inverse of `bin_centres`)."""
-    return ((x + 1) * num_bins / 2).floor().clamp(0, num_bins - 1).long()
-
-
 class DiscretizedGaussian:
     """Discretised data: a Gaussian N(mu_x, sigma_x^2) integrated over K bins on [-1, 1], with the first
     and last bin extended to -inf and +inf (the paper's clipping, Graves et al. 2023, §5.3).
@@ -73,12 +63,13 @@ class DiscretizedGaussian:
         self.gaussian = (mean, std)
         self.min_prob = min_prob
         self.centres = bin_centres(num_bins, device=mean.device, dtype=mean.dtype)  # [K]
-        edges = self.centres[1:] - 1.0 / num_bins  # the K-1 inner edges
-        z = (edges - mean.unsqueeze(-1)) / std.unsqueeze(-1)  # [B, *S, K-1]
-        cdf = 0.5 * (1 + torch.erf(z / math.sqrt(2)))
-        zeros = torch.zeros_like(cdf[..., :1])
-        cdf = torch.cat([zeros, cdf, torch.ones_like(zeros)], dim=-1)  # [B, *S, K+1]: G(-inf)=0 ... G(+inf)=1
-        self.probs = (cdf[..., 1:] - cdf[..., :-1]).clamp_min(0)  # [B, *S, K]
+        # ln p_O(k), float64 [B, *S, K], log-CDF differences (bfn.utils.binned): finite however far the tail
+        self.log_probs = binned_gaussian_log_probs(mean, std, bin_centres(num_bins, dtype=torch.float64))
+
+    @property
+    def probs(self) -> Tensor:
+        """p_O(k) in the mean's dtype, [B, *S, K]."""
+        return self.log_probs.exp().to(self.centres.dtype)
 
     @property
     def mean(self) -> Tensor:
@@ -87,21 +78,32 @@ class DiscretizedGaussian:
 
     @property
     def mode(self) -> Tensor:
-        return self.centres[self.probs.argmax(-1)]
+        return self.centres[self.log_probs.argmax(-1)]
 
     def log_prob(self, x: Tensor) -> Tensor:
-        """ln p_O(x) per variable for x at bin centres, shape [B, *S]. With `min_prob` > 0, a bin of probability
-        below it is scored by density times bin width, ln N(x | mu, sigma^2) + ln(2/K), as the official code
-        does (its CDF differences lose all precision in the tails)."""
-        p = self.probs.gather(-1, bin_index(x, self.num_bins).unsqueeze(-1)).squeeze(-1)
-        log_p = p.clamp_min(PROB_FLOOR).log()
+        """ln p_O(x) per variable for x at bin centres, float64 [B, *S] (no floor: a bound stays a bound).
+
+        With `min_prob` > 0 (the official code's numerics, `model.flow.official`): probabilities are float32 erf
+        differences, and a bin of probability below `min_prob` is scored by density times bin width,
+        ln N(x | mu, sigma^2) + ln(2/K), as the official code does; floored at 1e-10 otherwise (not a bound)."""
+        index = bin_index(x, self.num_bins)
         if self.min_prob <= 0:
-            return log_p
+            return self.log_probs.gather(-1, index.unsqueeze(-1)).squeeze(-1)
+        p = self._official_probs().gather(-1, index.unsqueeze(-1)).squeeze(-1)
         mean, std = self.gaussian
-        centre = self.centres[bin_index(x, self.num_bins)]
+        centre = self.centres[index]
         log_density = (-0.5 * ((centre - mean) / std) ** 2 - std.log() - 0.5 * math.log(2 * math.pi)
                        + math.log(2 / self.num_bins))
         return torch.where(p < self.min_prob, log_density, p.clamp_min(1e-10).log())
+
+    def _official_probs(self) -> Tensor:
+        """Bin probabilities as the official code computes them: float32 differences of the Gaussian CDF."""
+        mean, std = self.gaussian
+        edges = self.centres[1:] - 1.0 / self.num_bins  # the K-1 inner edges
+        cdf = 0.5 * (1 + torch.erf((edges - mean.unsqueeze(-1)) / std.unsqueeze(-1) / math.sqrt(2)))
+        zeros = torch.zeros_like(cdf[..., :1])
+        cdf = torch.cat([zeros, cdf, torch.ones_like(zeros)], dim=-1)  # [B, *S, K+1]
+        return (cdf[..., 1:] - cdf[..., :-1]).clamp_min(0)
 
     def sample(self, generator: torch.Generator | None = None) -> Tensor:
         return self.centres[sample_categorical(self.probs, generator)]
@@ -109,8 +111,9 @@ class DiscretizedGaussian:
     def observed(self, x: Tensor, mask: Tensor) -> DiscretizedGaussian:
         """A copy with the variables where `mask` [B, *S] is true fixed to the bins of x (all mass on one bin)."""
         out = copy.copy(self)
-        one_hot = F.one_hot(bin_index(x, self.num_bins), self.num_bins).to(self.probs.dtype)
-        out.probs = torch.where(mask.unsqueeze(-1), one_hot, self.probs)
+        one_hot = F.one_hot(bin_index(x, self.num_bins), self.num_bins).bool()
+        fixed = torch.zeros_like(self.log_probs).masked_fill(~one_hot, -math.inf)  # ln of a one-hot
+        out.log_probs = torch.where(mask.unsqueeze(-1), fixed, self.log_probs)
         return out
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -209,6 +209,23 @@ class GenerativeModel(HubMixin, nn.Module, ABC):
     def nll_name(self, steps: int | str | None = None) -> str:
         """How the number `nll(x, steps)` is called in reports, e.g. "L^784 + L^r" or "ELBO"."""
         return "NLL"
+
+    def nll_bounds(self, x: Tensor, steps: Sequence[int | str], *, u: Tensor | None = None,
+                   cond: Tensor | None = None, generator: torch.Generator | None = None,
+                   strata: int = 16) -> dict[int | str, Tensor]:
+        """`nll` for several step counts at once, float64 nats per example [B] each, keyed by step count, as
+        unbiased and with as little variance as the model can: what `bfn eval --nll` reports. `u` [B]: uniforms
+        that a model may use for its one random time or step per example (evaluation stratifies them over
+        repeats); `strata`: draws per variable where a model averages an inner expectation. This default calls
+        `nll` per step count with the same random numbers (the generator rewound); families override it."""
+        if generator is None:
+            generator = torch.Generator(device=x.device).manual_seed(int(torch.randint(0, 2**62, ())))
+        state = generator.get_state()
+        out: dict[int | str, Tensor] = {}
+        for s in steps:
+            generator.set_state(state)
+            out[s] = self.nll(x, s, cond=cond, generator=generator).double()
+        return out
 
     # --- sampling -------------------------------------------------------------------------------------------
     @abstractmethod

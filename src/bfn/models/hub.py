@@ -37,9 +37,10 @@ def build_flow(cfg: FlowConfig, data: DataSpec) -> BayesianFlow:
         raise ConfigError(f"model.flow.kind={kind} does not match the dataset's type {data.kind}; "
                           "drop the override or choose a matching dataset")
     if kind == "continuous":
+        x_range = cfg.x_range
         return ContinuousFlow(sigma_1=cfg.sigma_1, t_min=cfg.t_min, official=cfg.official,
                               recon_bins=(cfg.num_bins or data.num_bins) if binned_as_continuous else None,
-                              recon_std=cfg.recon_std or None)
+                              recon_std=cfg.recon_std or None, x_range=(float(x_range[0]), float(x_range[1])))
     if kind == "discretized":
         return DiscretizedFlow(num_bins=cfg.num_bins or data.num_bins or 16, sigma_1=cfg.sigma_1, t_min=cfg.t_min,
                                official=cfg.official)
