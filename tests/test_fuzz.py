@@ -317,9 +317,9 @@ def test_fuzz_user_arrays(data: tuple[np.ndarray, np.ndarray | None, Any, Any, A
     xs = torch.stack([ds[i][0] for i in range(n)])
     ys = torch.stack([ds[i][1] for i in range(n)])
     assert tuple(xs.shape[1:]) == tuple(spec.shape) and ys.shape == (n,)
-    if kind == "continuous":
+    if spec.kind == "continuous":  # the kind asked for, or the one inferred from the values
         assert xs.dtype == torch.float32 and torch.isfinite(xs).all()
-    elif kind == "discrete":
+    elif spec.kind == "discrete":
         assert xs.dtype == torch.int64 and xs.min() >= 0 and xs.max() < spec.num_classes
     else:
         k = spec.num_bins

@@ -96,7 +96,7 @@ def _jitter(x: Tensor, generator: torch.Generator) -> Tensor:
 
 
 def train_classifier(images: Tensor, labels: Tensor, *, epochs: int = 8, batch_size: int = 64, lr: float = 3e-3,
-                     seed: int = 0, factory: Callable[[], nn.Module] = MnistCNN) -> nn.Module:
+                     seed: int = 0, factory: Any = MnistCNN) -> nn.Module:
     """Train `factory()` (default `MnistCNN`) on grey images [N, *factory.image_shape] in [0, 1] and labels [N]
     (CPU, deterministic for a seed): AdamW with a one-cycle schedule, affine jitter, and half of each batch
     dynamically binarized; the loss is the cross-entropy of the model's logits."""
@@ -129,7 +129,7 @@ def train_classifier(images: Tensor, labels: Tensor, *, epochs: int = 8, batch_s
 
 
 @torch.no_grad()
-def predict(model: nn.Module, images: Tensor, *, batch_size: int = 1000) -> tuple[Tensor, Tensor]:
+def predict(model: Any, images: Tensor, *, batch_size: int = 1000) -> tuple[Tensor, Tensor]:
     """(features [N, F], logits [N, classes]) from the model's `features` and `head`, in eval mode, batched, on
     the model's device; returned on the CPU."""
     was_training = model.training
@@ -211,7 +211,7 @@ class Recipe:
     """What a cached classifier is: its architecture, its recipe version, its cache file, its data and epochs."""
 
     name: str
-    factory: Callable[[], nn.Module]
+    factory: Any  # a classifier class: called with no arguments, with a class attribute image_shape
     version: str
     cache_name: str
     split: Callable[[str], tuple[Tensor, Tensor]]

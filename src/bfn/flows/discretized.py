@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -42,7 +44,7 @@ class DiscretizedFlow(ContinuousFlow):
         # each value's bin is nearly settled (bfn.samplers.timegrid)
         self.settled_log_snr = math.log(self.num_bins)
 
-    def output_distribution(self, net_out: Tensor, theta: GaussianParams, t: Tensor) -> DiscretizedGaussian:
+    def output_distribution(self, net_out: Tensor, theta: GaussianParams, t: Tensor) -> DiscretizedGaussian:  # type: ignore[override]
         mean = theta.mean
         inv_g, scale = (append_dims(c, mean.ndim).to(mean.dtype) for c in self.x_hat_coefficients(t))
         mu_x = mean * inv_g - scale * net_out[..., 0]
@@ -54,13 +56,13 @@ class DiscretizedFlow(ContinuousFlow):
         sigma_x = sigma_x.clamp(1e-3, 10) if self.official else sigma_x.clamp_min(1e-10)
         return DiscretizedGaussian(mu_x, sigma_x, self.num_bins, min_prob=OFFICIAL_MIN_PROB if self.official else 0)
 
-    def continuous_time_loss(self, x: Tensor, p_out: DiscretizedGaussian, t: Tensor) -> Tensor:
+    def continuous_time_loss(self, x: Tensor, p_out: DiscretizedGaussian, t: Tensor) -> Tensor:  # type: ignore[override]
         """L^inf(x) = -ln(sigma_1) sigma_1^(-2t) ||x - k-hat(theta, t)||^2 (§5.7)."""
         return self.loss_weight(t).to(x.dtype) * sum_except_batch((x - p_out.mean) ** 2)
 
-    def discrete_time_loss(self, x: Tensor, p_out: DiscretizedGaussian, t: Tensor, n: int, *,
-                           generator: torch.Generator | None = None, antithetic: bool = False,
-                           strata: int = 0) -> Tensor:
+    def discrete_time_loss(  # type: ignore[override]
+            self, x: Tensor, p_out: DiscretizedGaussian, t: Tensor, n: int, *,
+            generator: torch.Generator | None = None, antithetic: bool = False, strata: int = 0) -> Tensor:
         """L^n(x) = n E[ln N(y | x, 1/alpha) - ln sum_k p_O(k) N(y | k_c, 1/alpha)], y ~ N(x, 1/alpha): an
         estimate of n KL(sender || receiver) (§5.6), in float64 log space (no floor on p_O(k)).
 
@@ -88,7 +90,7 @@ class DiscretizedFlow(ContinuousFlow):
         log_components = -0.5 * alpha.unsqueeze(-1) * (y.unsqueeze(-1) - centres) ** 2  # [B, *S, K]
         return log_sender - torch.logsumexp(log_components + log_p, dim=-1)
 
-    def reconstruction_loss(self, x: Tensor, p_out: DiscretizedGaussian) -> Tensor:
+    def reconstruction_loss(self, x: Tensor, p_out: DiscretizedGaussian) -> Tensor:  # type: ignore[override]
         """L^r(x) = -ln p_O(x | theta; 1) (§5.8)."""
         return -sum_except_batch(p_out.log_prob(x))
 
