@@ -206,7 +206,7 @@ class OfficialMNISTUNet(nn.Module):
         x_proj = self.input_projection(feats)  # (B, H, W, model_channels)
         emb = self.time_embed(sinusoidal_embedding(t * TIME_SCALE, self.model_channels))
         hs = []
-        hid = x_proj.permute(0, 3, 1, 2)
+        hid = x_proj.permute(0, 3, 1, 2).contiguous()  # contiguous as the official code: same dropout masks
         for block in self.input_blocks:
             hid = block(hid, emb)
             hs.append(hid)
