@@ -68,7 +68,9 @@ class DiscretizedGaussian:
 
     @property
     def probs(self) -> Tensor:
-        """p_O(k) in the mean's dtype, [B, *S, K]."""
+        """p_O(k) in the mean's dtype, [B, *S, K] (with `min_prob` > 0: the official code's float32 values)."""
+        if self.min_prob > 0:
+            return self._official_probs()
         return self.log_probs.exp().to(self.centres.dtype)
 
     @property
@@ -114,6 +116,7 @@ class DiscretizedGaussian:
         one_hot = F.one_hot(bin_index(x, self.num_bins), self.num_bins).bool()
         fixed = torch.zeros_like(self.log_probs).masked_fill(~one_hot, -math.inf)  # ln of a one-hot
         out.log_probs = torch.where(mask.unsqueeze(-1), fixed, self.log_probs)
+        out.min_prob = 0.0  # the observed copy is read through log_probs, whatever numerics made them
         return out
 
 
