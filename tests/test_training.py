@@ -163,3 +163,11 @@ def test_two_processes_write_one_checkpoint(tmp_path):
     assert all(r["world_size"] == 2 for r in records)
     assert load_state(run)["step"] == 6
     assert json.loads((run / "config.json").read_text())["step"] == 6
+
+
+def test_max_seconds_stops_and_saves(tmp_path):
+    """A wall-clock budget ends the run at the first step past it, with a checkpoint of that step (here the budget
+    is tiny, so the run stops after its first step whatever the machine's speed)."""
+    result = train(tiny("train.steps=100000", "train.max_seconds=0.000001"), tmp_path / "r", progress=False)
+    assert result.step == 1 and not result.interrupted
+    assert load_state(tmp_path / "r")["step"] == 1

@@ -102,6 +102,7 @@ class TrainConfig:
     nan_policy: Literal["stop", "skip"] = "stop"
     max_bad_steps: int = 20  # with nan_policy=skip: stop after this many consecutive non-finite losses
     compile: bool = False
+    max_seconds: float = 0.0  # wall-clock budget: checkpoint and stop once training has run this long (0: none)
     tensorboard: bool = False
     threads: int = 0  # CPU threads; 0: auto, the cores not busy with other jobs (see bfn.utils.threads)
 
@@ -256,6 +257,8 @@ def validate(cfg: RunConfig) -> None:
         _check(getattr(t, key) > 0, f"train.{key}", "positive", getattr(t, key))
     for key in ("warmup_steps", "max_bad_steps", "sample_every", "threads"):
         _check(getattr(t, key) >= 0, f"train.{key}", ">= 0", getattr(t, key))
+    _check(math.isfinite(t.max_seconds) and t.max_seconds >= 0, "train.max_seconds", "a number of seconds >= 0 "
+           "(0: no limit)", t.max_seconds)
     _check(0 < t.lr <= 1, "train.lr", "in (0, 1] (AdamW: typically 1e-4 to 1e-3)", t.lr)
     _check(math.isfinite(t.weight_decay) and t.weight_decay >= 0, "train.weight_decay", "a number >= 0",
            t.weight_decay)

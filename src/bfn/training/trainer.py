@@ -285,8 +285,14 @@ class _Run:
                 if self.main and tc.sample_every and step % tc.sample_every == 0:
                     path = run_dir / "samples" / f"step_{step:07d}.png"
                     _save_samples(self.ema.module, self.spec, path, tc)  # type: ignore[arg-type]
-                if step % tc.checkpoint_every == 0 or step == tc.steps or stop.requested:
-                    self.checkpoint(step, self.elapsed_before + time.perf_counter() - t0)
+                elapsed = self.elapsed_before + time.perf_counter() - t0
+                out_of_time = tc.max_seconds > 0 and elapsed >= tc.max_seconds
+                if step % tc.checkpoint_every == 0 or step == tc.steps or stop.requested or out_of_time:
+                    self.checkpoint(step, elapsed)
+                if out_of_time and not stop.requested:
+                    if self.main:
+                        tqdm.write(f"train.max_seconds={tc.max_seconds:g} reached at step {step}; saved")
+                    break
                 if stop.requested:
                     interrupted = True
                     break
