@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from bfn.errors import ConfigError
 from bfn.networks.embeddings import check_inputs
-from bfn.networks.official_mnist import zero_init
+from bfn.networks.official_mnist import OutputAdapter, zero_init
 
 #: the official time offset: the embedding sees (t + 0.001) * 1000, so that t = 0 is not the zero vector
 TIME_OFFSET = 0.001
@@ -99,15 +99,6 @@ class UpDownBlock(nn.Module):
     def forward(self, x: Tensor, cond: Tensor) -> Tensor:
         x = self.resnet_block(x, cond)
         return x if self.attention_block is None else self.attention_block(x)
-
-
-class OutputAdapter(nn.Module):
-    def __init__(self, in_features: int, out_features: int) -> None:
-        super().__init__()
-        self.output_projection = nn.Linear(in_features, out_features)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.output_projection(x)
 
 
 class OfficialVDMUNet(nn.Module):
