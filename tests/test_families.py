@@ -108,10 +108,17 @@ def test_vae_discretized_decoder_is_normalised():
     assert abs(float(_log_p_by_quadrature(vae, x).exp().sum()) - 1) < 1e-6
 
 
-def test_vae_rejects_bad_k():
+def test_vae_rejects_bad_k_and_reads_inf_as_its_default():
+    """k must be a positive count; None and "inf" (what `bfn compare` passes every family by default) mean the
+    ELBO, the VAE's own default, as the RBM reads them as its own number of AIS temperatures."""
     vae = VAE(DataSpec("discrete", (4,), num_classes=2), latent_dim=1, width=8, arch="mlp")
-    with pytest.raises(ConfigError, match="importance samples"):
-        vae.nll(torch.zeros(2, 4, dtype=torch.long), "inf")
+    x = torch.zeros(2, 4, dtype=torch.long)
+    for bad in (0, "abc", -3):
+        with pytest.raises(ConfigError, match="importance samples"):
+            vae.nll(x, bad)
+    assert vae.nll_name("inf") == vae.nll_name(None) == "-ELBO" and vae.nll_name("1000") == "-IWAE-1000"
+    assert list(vae.nll_terms(x, "inf", generator=torch.Generator().manual_seed(0))) == list(
+        vae.nll_terms(x, None, generator=torch.Generator().manual_seed(0)))
 
 
 # --- RealNVP: log-determinants against the autograd Jacobian; the density integrates to one ------------------

@@ -32,6 +32,7 @@ from bfn.data.spec import DataSpec
 from bfn.errors import ConfigError
 from bfn.models.base import Capabilities, FinalChoice, GenerativeModel, SampleCallback, SampleStep, progress_callback
 from bfn.models.family_nets import check_options, option
+from bfn.utils.steps import parse_steps
 
 OPTIONS = ("hidden", "gibbs_steps", "chains", "ais_chains", "ais_steps", "sample_steps")
 
@@ -147,14 +148,17 @@ class RBM(GenerativeModel):
     def nll_terms(self, x: Tensor, steps: int | str | None = None, *, cond: Tensor | None = None,
                   generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """-ln p(x) estimate = F(x) + ln Z-hat (AIS with `steps` temperatures): two terms in nats."""
-        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
-            raise ConfigError(f"the RBM's nll takes steps = the number of AIS temperatures (e.g. 10000), got {steps!r}")
+        try:
+            steps = parse_steps(steps)  # None or "inf": the model's own number of temperatures
+        except ConfigError:
+            raise ConfigError(f"the RBM's nll takes steps = the number of AIS temperatures (e.g. 10000), "
+                              f"got {steps!r}") from None
         v = self.check_batch(x).flatten(1).to(self.W.dtype)
         log_z, _ = self.log_z(steps, generator)
         return {"free_energy": self.free_energy(v), "ais_log_z": torch.full_like(v[:, 0], log_z)}
 
     def nll_name(self, steps: int | str | None = None) -> str:
-        return f"AIS estimate ({steps or self.ais_steps} temperatures, {self.ais_chains} chains)"
+        return f"AIS estimate ({parse_steps(steps) or self.ais_steps} temperatures, {self.ais_chains} chains)"
 
     # --- sampling -----------------------------------------------------------------------------------------
     @torch.no_grad()

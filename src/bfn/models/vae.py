@@ -26,6 +26,7 @@ from bfn.errors import ConfigError
 from bfn.flows.distributions import DiscretizedGaussian
 from bfn.models.base import Capabilities, FinalChoice, GenerativeModel, SampleCallback, SampleStep
 from bfn.models.family_nets import MLP, ConvDecoder, ConvEncoder, check_options, image_side, option, pick_arch
+from bfn.utils.steps import parse_steps
 
 OPTIONS = ("latent_dim", "width", "arch", "chunk")
 LOG_2PI = math.log(2 * math.pi)
@@ -134,12 +135,13 @@ class VAE(GenerativeModel):
         return acc - math.log(k)
 
     def _k(self, steps: int | str | None) -> int:
-        if steps is None:
-            return 1
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        """k importance samples from `steps` (None or "inf": 1, the ELBO), through the one step parser."""
+        try:
+            k = parse_steps(steps)
+        except ConfigError:
             raise ConfigError(f"the VAE's nll takes steps = k importance samples (1 = ELBO, e.g. 1000 = IWAE-1000), "
-                              f"got {steps!r}")
-        return steps
+                              f"got {steps!r}") from None
+        return 1 if k is None else k
 
     def nll_terms(self, x: Tensor, steps: int | str | None = None, *, cond: Tensor | None = None,
                   generator: torch.Generator | None = None) -> dict[str, Tensor]:
