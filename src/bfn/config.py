@@ -212,7 +212,10 @@ def merge_overrides(config: RunConfig, overrides: list[str] | tuple[str, ...]) -
     except _PARSE_ERRORS as err:
         raise ConfigError(f"cannot parse overrides: {_one_line(err)}") from None
     base = OmegaConf.structured(config)
-    new_name = OmegaConf.select(dotlist, "data.name")
+    try:
+        new_name = OmegaConf.select(dotlist, "data.name")
+    except OmegaConfBaseException:  # e.g. data=[...]: not a mapping; the merge below names the problem
+        new_name = None
     if new_name is not None and new_name != config.data.name:
         base.data.options = {}
     for key in removals:

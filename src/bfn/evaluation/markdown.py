@@ -38,7 +38,7 @@ def render_markdown(result: dict[str, Any]) -> str:
     """The report: runs, NLL, sampling time and quality, pictures, notes."""
     runs, settings = result["runs"], result["settings"]
     listed = ", ".join(f"`{r['name']}` ({r['type']})" for r in runs)
-    lines = ["# BFN vs diffusion: side by side", "",
+    lines = ["# Runs side by side", "",
              f"Runs: {listed}. Sampling steps count network evaluations; ± is one standard error over test examples.",
              ""]
     lines += ["## Runs", ""]
