@@ -455,11 +455,10 @@ def network_dtype(bench: Bench, *, bf16: bool) -> str:
 # --- output -----------------------------------------------------------------------------------------------------
 def write_json(out: str | Path, name: str, data: dict[str, Any]) -> Path:
     """Write results to OUT/NAME.json atomically (through a temp file) and return the path."""
+    from bfn.utils.io import atomic_write_text
+
     path = Path(out) / f"{name}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str) + "\n")
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(data, indent=1, default=str) + "\n")
     return path
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from typing import Any
 import torch
 
 from benchmarks.samplers import RESULTS, draw, summary
+from bfn.utils.io import atomic_write_text
 
 DEFAULT_CELLS = ("student:distilled:1,student:distilled:2,student:distilled:4,teacher:sde2:4,teacher:ode2:4,"
                  "teacher:sde2:9")
@@ -101,9 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             q = sample_quality(samples, refs[seed], classifier=classifier, seed=seed, device=args.device)
             cell["seeds"][str(seed)] = {"seconds": seconds, **summary(q)}
             print(f"{key:28s} NFE {cell['nfe']:5d} seed {seed}  FID {q['fid']:8.3f}  ({seconds:.0f} s)", flush=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(results, indent=1))
-            tmp.replace(path)
+            atomic_write_text(path, json.dumps(results, indent=1))
     print(markdown(results))
     print(f"wrote {path}")
     return 0

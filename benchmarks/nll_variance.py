@@ -25,6 +25,8 @@ from typing import Any
 
 import torch
 
+from bfn.utils.io import atomic_write_text
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.nll_variance", description=__doc__.split("\n\n")[0])
@@ -78,10 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     result = run(args)
     path = Path(args.out) / f"nll_variance_{Path(args.run).name}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(result, indent=2) + "\n")
     print(markdown(result))
     print(f"wrote {path}")
     return 0

@@ -24,12 +24,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from bfn.utils.io import atomic_write_text
 
 SAMPLER_NAMES = ("paper", "output-mean", "ode1", "ode2", "sde1", "sde2")
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -182,9 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         on_disk = json.loads(json_path.read_text()) if json_path.is_file() else {}
         mine = {Path(p).name for p in args.runs}
         merged = {**on_disk, **{k: v for k, v in results.items() if k in mine or k not in on_disk}}
-        tmp = json_path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(merged, indent=1))
-        tmp.replace(json_path)
+        atomic_write_text(json_path, json.dumps(merged, indent=1))
         results.update({k: v for k, v in merged.items() if k not in mine})
 
     for path in args.runs:

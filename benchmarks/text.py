@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from bfn.utils.io import atomic_write_text
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -127,9 +128,7 @@ def main(argv: list[str] | None = None) -> int:
                  seq_len=int(model.data_shape[0]))
 
     def save() -> None:
-        tmp = json_path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(results, indent=1, default=str) + "\n")
-        tmp.replace(json_path)
+        atomic_write_text(json_path, json.dumps(results, indent=1, default=str) + "\n")
 
     train_ids = split_ids(train_split(cfg))
     test = materialize(test_split(run), seed=args.seed)
