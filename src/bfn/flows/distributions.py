@@ -65,12 +65,14 @@ class DiscretizedGaussian:
         self.centres = bin_centres(num_bins, device=mean.device, dtype=mean.dtype)  # [K]
         # ln p_O(k), float64 [B, *S, K], log-CDF differences (bfn.utils.binned): finite however far the tail
         self.log_probs = binned_gaussian_log_probs(mean, std, bin_centres(num_bins, dtype=torch.float64))
+        if min_prob > 0:  # the official code's float32 CDF differences, computed once (mean, sample, log_prob)
+            self._official = self._official_probs()
 
     @property
     def probs(self) -> Tensor:
         """p_O(k) in the mean's dtype, [B, *S, K] (with `min_prob` > 0: the official code's float32 values)."""
         if self.min_prob > 0:
-            return self._official_probs()
+            return self._official
         return self.log_probs.exp().to(self.centres.dtype)
 
     @property
@@ -91,7 +93,7 @@ class DiscretizedGaussian:
         index = bin_index(x, self.num_bins)
         if self.min_prob <= 0:
             return self.log_probs.gather(-1, index.unsqueeze(-1)).squeeze(-1)
-        p = self._official_probs().gather(-1, index.unsqueeze(-1)).squeeze(-1)
+        p = self._official.gather(-1, index.unsqueeze(-1)).squeeze(-1)
         mean, std = self.gaussian
         centre = self.centres[index]
         log_density = (-0.5 * ((centre - mean) / std) ** 2 - std.log() - 0.5 * math.log(2 * math.pi)
