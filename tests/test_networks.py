@@ -87,6 +87,38 @@ def test_transformer_shorter_sequence():
     assert net(x[:, :7], T).shape == (3, 7, 4)
 
 
+def test_local_mixing_sees_exactly_its_neighbours():
+    """The depthwise convolution of width k: the output at position i has a non-zero gradient with respect to
+    inputs i - k//2 .. i + k//2 only (zero padded at the ends)."""
+    from bfn.networks.transformer import LocalMixing
+
+    torch.manual_seed(0)
+    for k in (3, 5):
+        mix = LocalMixing(dim=6, kernel=k)
+        x = torch.randn(1, 10, 6, requires_grad=True)
+        mix(x)[0, 4].sum().backward()
+        touched = (x.grad[0].abs().sum(1) > 0).nonzero().flatten().tolist()
+        assert touched == list(range(4 - k // 2, 4 + k // 2 + 1))
+
+
+def test_transformer_positions_and_local_kernel_options():
+    from bfn.networks.transformer import sinusoidal_positions
+
+    table = sinusoidal_positions(5, 8)
+    p = torch.arange(5.0)
+    assert torch.allclose(table[:, 0], torch.sin(p)) and torch.allclose(table[:, 1], torch.cos(p))
+    assert torch.allclose(table[:, 6], torch.sin(p / 10000 ** (6 / 8)))
+    assert torch.allclose(table[:, 7], torch.cos(p / 10000 ** (6 / 8)))
+    net = Transformer(in_features=5, out_features=4, seq_len=12, dim=8, depth=2, heads=2, positions="sinusoidal",
+                      local_kernel=3)
+    assert "pos" not in dict(net.named_parameters()) and torch.equal(net.pos[0], sinusoidal_positions(12, 8))
+    assert net(torch.randn(3, 12, 5), torch.rand(3)).shape == (3, 12, 4)
+    with pytest.raises(ConfigError, match="positions must be 'learned' or 'sinusoidal'"):
+        Transformer(in_features=5, out_features=4, seq_len=12, dim=8, heads=2, positions="rotary")
+    with pytest.raises(ConfigError, match="local_kernel must be 0 \\(none\\) or an odd width, got 4"):
+        Transformer(in_features=5, out_features=4, seq_len=12, dim=8, heads=2, local_kernel=4)
+
+
 # --- initialisation and gradients ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kind", ["unet", "transformer", "mlp"])

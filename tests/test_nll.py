@@ -10,15 +10,11 @@ from torch import nn
 
 from bfn.data.common import GreyImages
 from bfn.data.spec import DataSpec
-from bfn.errors import CheckpointError, ConfigError
+from bfn.errors import CheckpointError
 from bfn.evaluation.nll import (
-    derive_seed,
     evaluate_nll,
     materialize,
-    parse_steps,
     read_eval,
-    summarize,
-    uniform_reference,
     write_eval,
 )
 from bfn.flows import ContinuousFlow, DiscreteFlow
@@ -184,110 +180,77 @@ def test_dynamic_binarization_is_redrawn_per_repeat_and_seeded():
     assert r3["results"] != r1["results"]
 
 
-class ItemDataset(torch.utils.data.Dataset):
-    """A dataset whose items draw from the global RNG (like a user dataset with random augmentation)."""
+class Recorder(GenerativeModel):
+    """Returns the sum of each example's variables as its "bound" and records every batch it is given."""
 
-    def __len__(self):
-        return 10
+    family = "recorder"
 
-    def __getitem__(self, i):
-        return torch.randint(0, 2, (3,)), torch.tensor(-1)
-
-
-def test_generic_datasets_are_read_under_a_seeded_rng():
-    data = ItemDataset()
-    assert torch.equal(materialize(data, seed=1), materialize(data, seed=1))
-    assert not torch.equal(materialize(data, seed=1), materialize(data, seed=2))
-
-
-class NoLikelihood(GenerativeModel):
-    """A family without a likelihood (a GAN's capabilities): evaluate_nll refuses it in one line."""
-
-    family = "toy"
-
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
-        self.w = nn.Parameter(torch.ones(()))
-        self.data = DataSpec(kind="continuous", shape=(4,))
+        self.data = DataSpec(kind="discrete", shape=(1, 4, 4), num_classes=2)
+        self.seen: list[torch.Tensor] = []
 
     @property
     def capabilities(self):
-        return Capabilities(likelihood="none")
+        return Capabilities(likelihood="bound")
 
     def loss(self, x, *, cond=None, generator=None):
-        return self.w * x.sum(1)
+        return x.double().flatten(1).sum(1)
+
+    def nll(self, x, steps=None, *, cond=None, generator=None):
+        self.seen.append(x.clone())
+        return self.loss(x)
 
     def sample(self, n, steps=None, **kwargs):
-        return torch.zeros(n, 4)
+        raise NotImplementedError
 
 
-def test_a_model_without_a_likelihood_is_refused_in_one_line():
-    with pytest.raises(ConfigError, match="has no likelihood") as err:
-        evaluate_nll(NoLikelihood(), torch.ones(10, 4), steps=[100])
-    assert "\n" not in str(err.value)
+@pytest.mark.parametrize("redraw", [False, True])
+def test_the_test_set_is_binarized_once_unless_redraw_is_asked(redraw):
+    grey = np.random.default_rng(1).integers(0, 256, size=(40, 1, 4, 4), dtype=np.uint8)
+    data = GreyImages(grey, np.zeros(40, dtype=np.int64), "binarized")
+    model = Recorder()
+    out = evaluate_nll(model, data, steps=["inf"], repeats=3, batch_size=40, seed=0, redraw_data=redraw)
+    first, *rest = model.seen
+    assert len(rest) == 2
+    same = [torch.equal(first, other) for other in rest]
+    assert same == ([False, False] if redraw else [True, True])
+    mc_se = out["results"]["inf"]["nats_mc_se"]
+    assert (mc_se > 0) if redraw else (mc_se == 0.0)  # a deterministic "bound" has no Monte Carlo error
 
 
-def test_uniform_reference_for_binarized_mnist():
-    model = BFN(nn.Identity(), DiscreteFlow(num_classes=2), data_shape=(1, 28, 28), layout="image")
-    ref = uniform_reference(model, 784)
-    assert ref["nats"] == pytest.approx(543.43, abs=0.01) and ref["bits_per_dim"] == 1.0
-    assert uniform_reference(BFN(nn.Identity(), ContinuousFlow(), data_shape=(2,)), 2) is None
+def test_stratified_uniforms_fill_every_stratum_and_are_each_uniform():
+    from bfn.evaluation.nll import stratified_uniforms
+
+    gen = torch.Generator().manual_seed(0)
+    draws = torch.stack([stratified_uniforms(10, gen) for _ in range(4000)])  # [4000, 10]
+    assert torch.equal((draws * 10).floor().sort(1).values, torch.arange(10.0).expand(4000, -1))
+    # each position on its own is U(0, 1): mean 1/2, variance 1/12, and its deciles equally filled (chi-square,
+    # 9 degrees of freedom, 0.1% critical value 27.9)
+    for i in (0, 7):
+        u = draws[:, i]
+        assert abs(float(u.mean()) - 0.5) < 4 * math.sqrt(1 / 12 / 4000)
+        counts = torch.bincount((u * 10).long(), minlength=10).double()
+        chi2 = float(((counts - 400) ** 2 / 400).sum())
+        assert chi2 < 27.9, chi2
 
 
-def test_argument_checks():
-    assert parse_steps("10, 100,inf,10") == [10, 100, "inf"]
-    assert parse_steps([784, float("inf")]) == [784, "inf"]
-    assert parse_steps(5) == [5]
-    for bad in ("0", "ten", "", [1.5], [True]):
-        with pytest.raises(ConfigError):
-            parse_steps(bad)
-    p, _, model = bernoulli_problem(d=4)
-    x = torch.zeros(4, 4, dtype=torch.long)
-    for kwargs in ({"repeats": 0}, {"batch_size": 0}, {"limit": 0}):
-        with pytest.raises(ConfigError):
-            evaluate_nll(model, x, **kwargs)
-    assert derive_seed(0, "nll", 1, "10") != derive_seed(0, "nll", 1, "100")
-    single = summarize(torch.tensor([2.0]), 4)
-    assert single["nats"] == 2.0 and single["nats_se"] is None
+def test_monte_carlo_error_is_honest_and_stratification_shrinks_it():
+    """Over 16 seeds on one fixed data set, the spread of the test-set estimate agrees with the Monte Carlo
+    standard error the evaluation reports, and the variance reductions (times stratified across examples, the
+    stratified sender draws of the n-step KL) shrink the n-step bound's spread several fold against the plain
+    one-sample estimator (K = 2 with the Bayes-optimal network)."""
+    p, _, model = bernoulli_problem(d=16)
+    x = torch.bernoulli(p.expand(1000, -1), generator=torch.Generator().manual_seed(0)).long()
 
+    def spread(variance_reduction):
+        outs = [evaluate_nll(model, x, steps=[20, "inf"], repeats=3, batch_size=1000, seed=seed,
+                             variance_reduction=variance_reduction)["results"] for seed in range(16)]
+        return {k: (float(np.std([o[k]["nats"] for o in outs], ddof=1)),
+                    float(np.sqrt(np.mean([o[k]["nats_mc_se"] ** 2 for o in outs])))) for k in ("20", "inf")}
 
-def test_cli_writes_nll_into_eval_json(tmp_path, capsys):
-    """`bfn eval RUN --nll` on an untrained binarized-MNIST run: the table, and eval.json merged with other keys."""
-    import argparse
-
-    from bfn.commands.eval import register
-    from bfn.config import load_config, to_yaml
-    from bfn.data import load_dataset
-    from bfn.models import build_model, save_pretrained
-    from bfn.utils.io import atomic_write_text
-
-    cfg = load_config("mnist-discrete")
-    cfg.model.network.name, cfg.model.network.kwargs, cfg.model.layout = "mlp", {"hidden": 16, "depth": 1}, "flat"
-    spec = load_dataset(cfg.data.name, "test")[1]
-    save_pretrained(build_model(cfg.model, spec), tmp_path, extra={"step": 0})
-    atomic_write_text(tmp_path / "config.yaml", to_yaml(cfg))
-    write_eval(tmp_path, "quality", {"fid": 3.0})
-
-    parser = argparse.ArgumentParser()
-    register(parser.add_subparsers(dest="command"))
-    argv = ["eval", str(tmp_path), "--nll", "--steps", "5,inf", "--limit", "24", "--repeats", "2", "--batch-size",
-            "10", "--no-progress", "--device", "cpu"]
-    args = parser.parse_args(argv)
-    assert args.func(args) == 0
-    out = capsys.readouterr().out
-    assert "L^5 + L^r" in out and "L^inf + L^r" in out and "uniform" in out
-    saved = read_eval(tmp_path)
-    assert saved["quality"] == {"fid": 3.0}
-    nll = saved["nll"]
-    assert (nll["n_examples"], nll["dims"], nll["repeats"], nll["dataset"]) == (24, 784, 2, "mnist-binarized")
-    assert nll["uniform"]["nats"] == pytest.approx(784 * math.log(2))
-    assert set(nll["results"]) == {"5", "inf"}
-    # untrained: about ln 2 per pixel or worse, never below zero
-    assert 0.5 * 784 * math.log(2) < nll["results"]["inf"]["nats"] < 5 * 784 * math.log(2)
-    args = parser.parse_args(argv)
-    args.func(args)
-    assert read_eval(tmp_path)["nll"]["results"] == nll["results"]  # same seed, same numbers
-
-    with pytest.raises(ConfigError):
-        bad = parser.parse_args(["eval", str(tmp_path), "--nll", "--steps", "0"])
-        bad.func(bad)
+    strat, plain = spread(True), spread(False)
+    for k in ("20", "inf"):
+        observed, reported = strat[k]
+        assert 0.5 < observed / reported < 2.0, (k, observed, reported)  # the reported error is the real one
+    assert strat["20"][0] < plain["20"][0] / 3, (strat, plain)

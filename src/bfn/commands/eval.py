@@ -50,6 +50,9 @@ def register(subparsers: Any) -> None:
                         "; --quality alone: sampling steps (default: the run's sample.steps)")
     p.add_argument("--repeats", type=int, default=None,
                    help="--nll: Monte Carlo repeats per test example (default 1; --protocol paper: the official count)")
+    p.add_argument("--redraw-data", action="store_true",
+                   help="--nll: binarize the test set afresh in every repeat (default: once, from --seed, so the "
+                        "repeats' spread is the estimator's Monte Carlo error alone)")
     p.add_argument("--protocol", choices=["paper"], default=None,
                    help="--nll as the paper reports each benchmark: MNIST L^784 + L^r in nats/image, CIFAR-10 L^10 + "
                         "L^r in bits/dim, text L^inf + L^r in bits/char (--repeats and --limit shorten it)")
@@ -215,7 +218,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"evaluating the NLL of {run_dir} on {cfg.data.name} (test split), steps "
               f"{', '.join(map(str, nll_steps))}, {repeats} repeat(s)")
         result = evaluate_nll(model, test, steps=nll_steps, repeats=repeats, batch_size=args.batch_size,
-                              seed=args.seed, device=device, limit=args.limit, progress=progress)
+                              seed=args.seed, device=device, limit=args.limit, progress=progress,
+                              redraw_data=args.redraw_data)
         result = {**context, "limit": args.limit, **result}
         if is_text_run(model):
             from bfn.evaluation.text import ngram_baselines, split_ids, train_split

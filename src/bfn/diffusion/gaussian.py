@@ -322,7 +322,7 @@ def variational_bound(process: GaussianDiffusion, denoise: Denoiser, x0: Tensor,
     The two network evaluations run as one batch of 2B. Args: `process` (T steps, or respaced to S), `denoise`
     (x_i, i) -> x0_hat, `x0` [B, *S] in [-1, 1], `values` the K data values (None: continuous), `index` the value
     index of each variable (found from x0 when None), `variance` of p_theta, `u` [B] the uniforms that pick i
-    (default: fresh; evaluation passes a shifted lattice over repeats, which stratifies each example's i),
+    (default: fresh; evaluation passes uniforms stratified across the test examples),
     `proposal` q(i) over i = 2..S [S - 1] (e.g. `GaussianDiffusion.step_proposal`): i is drawn from q by inverting
     its CDF at u and the sum is estimated as L_{i-1} / q(i), still unbiased (default: uniform, (S - 1) L_{i-1}).
     """

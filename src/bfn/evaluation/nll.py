@@ -13,8 +13,9 @@ reports the mean over examples with two errors:
 
 Every `GenerativeModel` has `nll_bounds(x, steps, u=..., generator=...)`, all step counts in one call per batch:
 the base class calls `nll` per step count, BFN and DDPM override it with the variance reductions described there
-and in `evaluate_nll`. Dynamically binarized data are drawn afresh for every repeat, from a generator seeded by
-(seed, repeat), so the same seed gives the same numbers.
+and in `evaluate_nll`. Dynamically binarized data are binarized once, from a generator seeded by `seed`, and every
+repeat evaluates that one test set (`redraw_data=True` draws it afresh per repeat: the repeats' spread then also
+holds the binarization noise, which is not an error of the estimator).
 """
 
 from __future__ import annotations
@@ -86,6 +87,16 @@ def materialize(data: Any, *, limit: int | None = None, seed: int = 0) -> Tensor
             data.generator = old
 
 
+def stratified_uniforms(n: int, generator: torch.Generator) -> Tensor:
+    """u_i = (pi(i) + v) / n, float64 [n]: pi a random permutation of 0..n-1, v ~ U(0, 1). Every u_i is U(0, 1)
+    (pi(i) is uniform on 0..n-1 and v uniform within its stratum) and the n values fall one in each interval
+    [k/n, (k+1)/n): a randomly shifted, randomly assigned lattice (e.g. Owen, "Monte Carlo theory, methods and
+    examples", §10.1)."""
+    perm = torch.randperm(n, generator=generator).double()
+    v = torch.rand((), generator=generator, dtype=torch.float64)
+    return (perm + v) / n
+
+
 def num_dims(x: Tensor) -> int:
     """Variables per example (784 for MNIST, 3072 for CIFAR-10, the length of a text sequence)."""
     return int(x[0].numel())
@@ -127,14 +138,15 @@ def summarize(per_example: Tensor, dims: int) -> dict[str, float | None]:
 def evaluate_nll(model: GenerativeModel, data: Any, *, steps: str | Steps | Sequence[Steps] = ("inf",),
                  repeats: int = 1, batch_size: int = 256, seed: int = 0, device: str | torch.device | None = None,
                  limit: int | None = None, progress: bool = False, per_example: bool = False,
-                 strata: int = 16, variance_reduction: bool = True) -> dict[str, Any]:
+                 strata: int = 16, variance_reduction: bool = True, redraw_data: bool = False) -> dict[str, Any]:
     """Negative log-likelihood bounds of `model` on `data` for each step count (ints and/or "inf").
 
     Args:
         model: anything with `nll(x, steps, generator=...)` returning per-example nats [B] (BFN, DDPM).
-        data: a tensor [N, *S] of examples, or a dataset (see `materialize`); binarization is redrawn per repeat.
+        data: a tensor [N, *S] of examples, or a dataset (see `materialize`); a dynamically binarized dataset is
+            binarized once (from `seed`) and that test set is used in every repeat.
         steps: step counts n (the bound L^n + L^r) and/or "inf" (L^inf + L^r), e.g. [10, 100, 784, "inf"].
-        repeats: R Monte Carlo repeats per example (fresh t, flow samples and binarization each time).
+        repeats: R independent Monte Carlo repeats per example (fresh times and flow samples each time).
         batch_size: examples per forward pass.
         seed: makes the result reproducible (same seed, data and batch size: the same numbers).
         device: where to compute (default: the model's device).
@@ -143,11 +155,15 @@ def evaluate_nll(model: GenerativeModel, data: Any, *, steps: str | Steps | Sequ
         per_example: also return each result's per-example R-averages as a tensor [N] ("per_example"; not JSON),
             e.g. for paired comparisons of step counts or of two models on the same examples.
         strata: stratified sender draws per variable for the n-step KL of a BFN (see `BFN.nll_bounds`).
-        variance_reduction: True (default): `model.nll_bounds`, all step counts in one call per batch, each
-            example's time (BFN) or step (DDPM) of repeat r taken from u_r = frac(u_0 + r / R) with one uniform u_0
-            per example (a randomly shifted lattice: every u_r is uniform, so each estimate stays unbiased, and the
-            R repeats of an example cover the time range evenly), plus the model's own variance reductions.
+        variance_reduction: True (default): `model.nll_bounds`, all step counts in one call per batch, the
+            times (BFN) or steps (DDPM) of one repeat stratified across the examples: example i gets the uniform
+            u_i = (pi(i) + v) / N, with pi a random permutation of 0..N-1 and v ~ U(0, 1), both fresh for every
+            repeat. Each u_i is uniform, so every per-example estimate stays unbiased, while the N times of a
+            repeat cover [0, 1) evenly: the test-set mean loses the part of its variance that comes from how the
+            bound varies with t (most of it), and the R repeats stay independent, so the spread of their means is
+            an honest Monte Carlo error. Plus the model's own variance reductions (see its `nll_bounds`).
             False: the plain one-sample `nll` per step count (the estimator before issue 17, for comparisons).
+        redraw_data: draw the dataset's random parts (dynamic binarization) afresh for every repeat.
 
     All step counts of one repeat share the data draw and the random numbers (t, flow samples): their estimates
     are positively correlated, so differences between step counts are far more precise than each estimate.
@@ -173,14 +189,15 @@ def evaluate_nll(model: GenerativeModel, data: Any, *, steps: str | Steps | Sequ
     device = torch.device(device)
     was_training = model.training
     model.eval()
-    u0: Tensor | None = None
     t0 = time.perf_counter()
+    x_fixed = None if redraw_data else materialize(data, limit=limit, seed=derive_seed(seed, "data", 0))
     values: dict[Steps, list[Tensor]] = {s: [] for s in step_list}  # per step: R tensors [N]
     n_total = dims = 0
     bar = None
     try:
         for r in range(repeats):
-            x_all = materialize(data, limit=limit, seed=derive_seed(seed, "data", r))
+            x_all = x_fixed if x_fixed is not None else materialize(data, limit=limit,
+                                                                    seed=derive_seed(seed, "data", r))
             if x_all.shape[0] == 0:
                 raise DataError("the evaluation set is empty")
             n_total, dims = x_all.shape[0], num_dims(x_all)
@@ -189,11 +206,8 @@ def evaluate_nll(model: GenerativeModel, data: Any, *, steps: str | Steps | Sequ
 
                 n_batches = math.ceil(n_total / batch_size)
                 bar = tqdm(total=repeats * len(step_list) * n_batches, desc="nll", dynamic_ncols=True)
-            if variance_reduction:  # all step counts in one call, times on a shifted lattice over the repeats
-                if u0 is None:
-                    u0 = torch.rand(n_total, generator=torch.Generator().manual_seed(derive_seed(seed, "time")),
-                                    dtype=torch.float64)
-                u = torch.frac(u0 + r / repeats)
+            if variance_reduction:  # all step counts in one call, times stratified across the examples
+                u = stratified_uniforms(n_total, torch.Generator().manual_seed(derive_seed(seed, "time", r)))
                 gen = torch.Generator(device=device).manual_seed(derive_seed(seed, "nll", r))
                 chunks: dict[Steps, list[Tensor]] = {s: [] for s in step_list}
                 for start in range(0, n_total, batch_size):

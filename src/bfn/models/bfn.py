@@ -180,8 +180,8 @@ class BFN(GenerativeModel):
           `recon_draws` draws of theta ~ p_F(theta | x; 1): with the times stratified, the one-draw L^r was the
           largest Monte Carlo noise left (for 4 bounds, 3 draws cost 7 network evaluations where `nll` costs 8).
         - The time of every term comes from the uniforms `u` [B] (default: fresh): t = u for L^inf,
-          t = floor(u n) / n for L^n. Evaluation passes a randomly shifted lattice over the R repeats,
-          u_r = frac(u_0 + r / R), so each example's R times are stratified and each one is still uniform.
+          t = floor(u n) / n for L^n. Evaluation passes times stratified across the test examples (one in
+          each of N equal intervals, randomly assigned; see `evaluate_nll`), each one still uniform.
         - The sender-receiver KL of L^n is averaged over `strata` stratified draws of y (0: one draw, as in
           training); see the flows' `discrete_time_loss`.
         - Every bound uses the same random numbers (the generator's state is rewound), so the estimates of two
