@@ -41,6 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--samplers", default="paper,ode1,ode2,sde1,sde2", help="sampler names")
     p.add_argument("--nll-steps", default="10,100,1000,inf", help="bounds for the bits/char table ('' to skip)")
     p.add_argument("--nll-limit", type=int, default=4000, help="test windows for the bits/char table")
+    p.add_argument("--repeats", type=int, default=3, help="Monte Carlo repeats of the bits/char table")
     p.add_argument("--batch-size", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
@@ -82,14 +83,17 @@ def bits_table(entry: dict[str, Any]) -> str:
     nll = entry.get("nll")
     if not nll:
         return ""
-    lines = [f"| model ({nll['n_examples']} test windows of {nll['dims']} characters) | bits/char |", "|---|---:|"]
+    lines = [f"| model ({nll['n_examples']} test windows of {nll['dims']} characters) | bits/char | MC s.e. |",
+             "|---|---:|---:|"]
     for res in nll["results"].values():
-        lines.append(f"| BFN, {res['bound']} | {res['bits_per_dim']:.3f} ± {res['bits_per_dim_se']:.3f} |")
+        mc = "" if res.get("nats_mc_se") is None else f"{res['nats_mc_se'] / nll['dims'] / 0.6931471805599453:.3f}"
+        lines.append(f"| BFN, {res['bound']} | {res['bits_per_dim']:.3f} ± {res['bits_per_dim_se']:.3f} | {mc} |")
     for name, res in nll["ngram"].items():
         if isinstance(res, dict):
-            lines.append(f"| {name} (fitted on train) | {res['bits_per_char']:.3f} ± {res['bits_per_char_se']:.3f} |")
+            lines.append(f"| {name} (fitted on train) | {res['bits_per_char']:.3f} ± {res['bits_per_char_se']:.3f} | |")
     if "context_free_bound" in nll:
-        lines.append(f"| BFN bound of the best context-free network (Monte Carlo) | {nll['context_free_bound']:.3f} |")
+        bound = nll["context_free_bound"]
+        lines.append(f"| BFN bound of the best context-free network (Monte Carlo) | {bound:.3f} | |")
     return "\n".join(lines)
 
 
@@ -135,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.nll_steps and (args.fresh or "nll" not in entry):
         windows = test[: args.nll_limit]
         nll = evaluate_nll(model, windows, steps=parse_steps(args.nll_steps), batch_size=args.batch_size,
-                           seed=args.seed, progress=True)
+                           seed=args.seed, repeats=args.repeats, progress=True)
         nll["ngram"] = ngram_baselines(train_ids, windows)
         nll["context_free_bound"] = context_free_bound(train_ids, windows.reshape(-1).numpy(),
                                                        float(model.flow.beta_1))
