@@ -99,7 +99,7 @@ def _auto_settings(kind: str, layout: str, shape: tuple[int, ...], n_train: int,
             out.append("model.flow.sigma_1=0.001")
     elif kind == "discrete" and len(shape) == 1 and shape[0] >= MIN_SEQUENCE:
         out += ["model.network.name=transformer", "model.layout=sequence",
-                "model.network.kwargs={dim: 128, depth: 3, heads: 4}"]
+                "model.network.kwargs={dim: 128, depth: 3, heads: 4, local_kernel: 3}"]
     else:
         out += ["model.network.name=mlp", "model.layout=flat", "model.network.kwargs={hidden: 256, depth: 3}"]
         if kind == "continuous":
