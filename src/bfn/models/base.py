@@ -210,14 +210,22 @@ class GenerativeModel(HubMixin, nn.Module, ABC):
         """How the number `nll(x, steps)` is called in reports, e.g. "L^784 + L^r" or "ELBO"."""
         return "NLL"
 
+    def nll_pilot(self, x: Tensor, steps: Sequence[int | str], *, cond: Tensor | None = None,
+                  generator: torch.Generator | None = None) -> Any:
+        """Fit what the estimator of `nll_bounds` adapts to the model (e.g. an importance-sampling proposal) on
+        pilot examples `x`, before the evaluation draws anything; the result goes back to `nll_bounds(...,
+        pilot=...)`. Fixed before the draws it weighs, it keeps every estimate unbiased. Default: nothing."""
+        return None
+
     def nll_bounds(self, x: Tensor, steps: Sequence[int | str], *, u: Tensor | None = None,
                    cond: Tensor | None = None, generator: torch.Generator | None = None,
-                   strata: int = 16) -> dict[int | str, Tensor]:
+                   strata: int = 16, pilot: Any = None) -> dict[int | str, Tensor]:
         """`nll` for several step counts at once, float64 nats per example [B] each, keyed by step count, as
         unbiased and with as little variance as the model can: what `bfn eval --nll` reports. `u` [B]: uniforms
-        that a model may use for its one random time or step per example (evaluation stratifies them over
-        repeats); `strata`: draws per variable where a model averages an inner expectation. This default calls
-        `nll` per step count with the same random numbers (the generator rewound); families override it."""
+        that a model may use for its one random time or step per example (evaluation stratifies them across
+        examples); `strata`: draws per variable where a model averages an inner expectation; `pilot`: what
+        `nll_pilot` returned. This default calls `nll` per step count with the same random numbers (the
+        generator rewound); families override it."""
         if generator is None:
             generator = torch.Generator(device=x.device).manual_seed(int(torch.randint(0, 2**62, ())))
         state = generator.get_state()

@@ -172,7 +172,7 @@ class BFN(GenerativeModel):
     @torch.no_grad()
     def nll_bounds(self, x: Tensor, steps: Sequence[int | str], *, u: Tensor | None = None,
                    cond: Tensor | None = None, generator: torch.Generator | None = None, strata: int = 16,
-                   recon_draws: int = 3) -> dict[int | str, Tensor]:
+                   pilot: Any = None, recon_draws: int = 3) -> dict[int | str, Tensor]:
         """Unbiased, low-variance estimates of several bounds on -ln p(x) at once, float64 nats per example [B]
         each, keyed by step count: L^n(x) + L^r(x) for an int n, L^inf(x) + L^r(x) for "inf" (§3.10).
 

@@ -9,9 +9,11 @@ discretized bounds are bounds on -ln P(x) and directly comparable with a BFN's.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -199,9 +201,10 @@ class DDPM(GenerativeModel):
     @torch.no_grad()
     def bound_terms(self, x: Tensor, steps: int | str | None = None, *, cond: Tensor | None = None,
                     generator: torch.Generator | None = None, u: Tensor | None = None,
-                    importance: bool = False) -> BoundTerms:
+                    importance: bool = False, proposal: Tensor | None = None) -> BoundTerms:
         """Prior, diffusion and decoder terms of the bound (Ho et al. 2020, eq. 5), each [B] nats; see `nll`.
-        `importance`: draw the step i from `GaussianDiffusion.step_proposal` instead of uniformly (unbiased)."""
+        `importance`: draw the step i from `proposal` (q(i) over i = 2..S; default
+        `GaussianDiffusion.step_proposal`) instead of uniformly; unbiased for any q > 0."""
         x0 = self.check_batch(x)
         process = self.process(steps)
 
@@ -212,7 +215,8 @@ class DDPM(GenerativeModel):
         with torch.autocast(device_type=x0.device.type, enabled=False):
             return variational_bound(process, denoise, x0, values=self.values, index=self.value_index(x0),
                                      variance=self.variance, generator=generator, u=u,
-                                     proposal=process.step_proposal(self.variance) if importance else None)
+                                     proposal=(proposal if proposal is not None
+                                               else process.step_proposal(self.variance)) if importance else None)
 
     def nll_terms(self, x: Tensor, steps: int | str | None = None, *, cond: Tensor | None = None,
                   generator: torch.Generator | None = None) -> dict[str, Tensor]:
@@ -234,14 +238,48 @@ class DDPM(GenerativeModel):
         return f"VLB ({n}-step respaced)"
 
     @torch.no_grad()
+    @torch.no_grad()
+    def nll_pilot(self, x: Tensor, steps: Sequence[int | str], *, cond: Tensor | None = None,
+                  generator: torch.Generator | None = None, points: int = 20,
+                  uniform_share: float = 0.05) -> dict[int | str, Tensor]:
+        """An importance-sampling proposal over the steps of each bound, measured on pilot examples `x`: the
+        term L_{i-1} (one draw of x_i per example) at `points` steps log-spaced over 2..S, its root mean square
+        over the examples interpolated log-linearly in ln i to every step, normalised, plus `uniform_share` of
+        uniform mass: q(i) ~ sqrt(E L_{i-1}^2), the proposal that minimises the variance of the one-step estimate
+        averaged over the examples (e.g. Owen, "Monte Carlo theory, methods and examples", §9.1). The analytic
+        `GaussianDiffusion.step_proposal` assumes unit-Gaussian data and a perfect denoiser; on binarized MNIST
+        it puts up to 100x too little mass where a trained model's terms are (steps 100-600 of 1,000)."""
+        x0 = self.check_batch(x)
+        b = x0.shape[0]
+        out: dict[int | str, Tensor] = {}
+        for s in steps:
+            process = self.process(s)
+            n = process.num_steps
+            if n < 3:
+                continue
+            grid = torch.unique(torch.logspace(math.log10(2), math.log10(n), points, dtype=torch.float64).round())
+            rms = []
+            for i in grid.tolist():
+                u = torch.full((b,), (i - 2 + 0.5) / (n - 1), dtype=torch.float64, device=x0.device)  # picks i
+                terms = self.bound_terms(x, s, cond=cond, generator=generator, u=u)
+                rms.append((terms.diffusion.double() / (n - 1)).square().mean().sqrt().clamp_min(1e-30).cpu())
+            log_rms = torch.stack(rms).log()
+            at = torch.arange(2, n + 1, dtype=torch.float64).log()
+            profile = torch.from_numpy(np.interp(at.numpy(), grid.log().numpy(), log_rms.numpy())).exp()
+            out[s] = (1 - uniform_share) * profile / profile.sum() + uniform_share / (n - 1)
+        return out
+
     def nll_bounds(self, x: Tensor, steps: Sequence[int | str], *, u: Tensor | None = None,
                    cond: Tensor | None = None, generator: torch.Generator | None = None,
-                   strata: int = 16) -> dict[int | str, Tensor]:
+                   strata: int = 16, pilot: Any = None) -> dict[int | str, Tensor]:
         """Lower-variance `nll` for several step counts at once, float64 nats per example [B] each, keyed by step
-        count ("inf": all T steps): the step i of every bound drawn by importance sampling from
-        `GaussianDiffusion.step_proposal` at the uniforms `u` [B] (see `variational_bound`); still unbiased.
-        (`strata` does not apply: every term of the bound is a closed-form Gaussian KL given x_i.)"""
-        return {s: self.bound_terms(x, s, cond=cond, generator=generator, u=u, importance=True).total.double()
+        count ("inf": all T steps): the step i of every bound drawn by importance sampling at the uniforms `u`
+        [B] (see `variational_bound`), from the proposal `nll_pilot` measured when `pilot` holds one for the
+        step count, else from `GaussianDiffusion.step_proposal`; still unbiased. (`strata` does not apply:
+        every term of the bound is a closed-form Gaussian KL given x_i.)"""
+        pilot = pilot or {}
+        return {s: self.bound_terms(x, s, cond=cond, generator=generator, u=u, importance=True,
+                                    proposal=pilot.get(s)).total.double()
                 for s in steps}
 
     # --- sampling ---------------------------------------------------------------------------------------------
