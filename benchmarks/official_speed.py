@@ -66,9 +66,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sample-steps", default="10,100", help="sampling step counts, comma separated")
     p.add_argument("--check-steps", type=int, default=3, help="optimisation steps whose losses are compared")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--channels-last", action="store_true",
-                   help="bfn's network keeps weights and activations channels-last "
-                        "(OfficialMNISTUNet(channels_last=True))")
     p.add_argument("--quick", action="store_true", help="smoke run: batch 2, 2 images at 2 steps, 1 round")
     p.add_argument("--out", default=str(common.RESULTS), help="directory for official_speed.json")
     return p.parse_args(argv)
@@ -190,8 +187,7 @@ class BfnSide:
 
     name = "bfn"
 
-    def __init__(self, path: str, weights: dict[str, torch.Tensor], x: torch.Tensor, seed: int,
-                 channels_last: bool = False) -> None:
+    def __init__(self, path: str, weights: dict[str, torch.Tensor], x: torch.Tensor, seed: int) -> None:
         from bfn.config import load_config
         from bfn.data import load_dataset
         from bfn.models.hub import build_model
@@ -203,7 +199,7 @@ class BfnSide:
         self.identical = OFFICIAL_NETWORK in NETWORKS
         if self.identical:
             cfg.model.network.name = OFFICIAL_NETWORK
-            cfg.model.network.kwargs = {"channels_last": True} if channels_last else {}
+            cfg.model.network.kwargs = {}
         cfg.train.weight_decay = 0.01  # AdamW's default, which the official config keeps
         cfg.train.ema_decay = 0.9999
         cfg.train.grad_clip = 5.0
@@ -244,14 +240,12 @@ class BfnSide:
         return self.model.sample(n, steps, sampler="paper")
 
 
-def worker(side: str, conn: Any, path: str, weights_file: str, n: int, seed: int, threads: int,
-           channels_last: bool = False) -> None:
+def worker(side: str, conn: Any, path: str, weights_file: str, n: int, seed: int, threads: int) -> None:
     """Serve ("train", iters) / ("sample", n, steps) / ("losses", k) / ("flops", ...) requests over `conn`."""
     torch.set_num_threads(threads)
     weights = torch.load(weights_file, weights_only=True)
     x = data_batch(n, seed)
-    obj = OfficialSide(path, weights, x, seed) if side == "official" else BfnSide(path, weights, x, seed,
-                                                                                  channels_last)
+    obj = (OfficialSide if side == "official" else BfnSide)(path, weights, x, seed)
     conn.send({"ready": True, "identical_weights": getattr(obj, "identical", True),
                "parameters": sum(p.numel() for p in obj.network.parameters())})
     while True:
@@ -279,7 +273,7 @@ class Worker:
         ctx = mp.get_context("spawn")
         self.conn, child = ctx.Pipe()
         self.proc = ctx.Process(target=worker, args=(side, child, args.official, weights_file, n, args.seed,
-                                                     args.threads, args.channels_last), daemon=True)
+                                                     args.threads), daemon=True)
         self.proc.start()
         self.info = self.ask(None)
 
@@ -367,8 +361,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {"benchmark": "official_speed", "quick": args.quick, "environment": env, "official": args.official,
             "bfn_network": OFFICIAL_NETWORK if workers["bfn"].info["identical_weights"] else f"{PRESET} (own U-Net)",
             "identical_weights": workers["bfn"].info["identical_weights"], "threads": args.threads,
-            "rounds": args.rounds, "channels_last": args.channels_last, "batch_size": args.batch_size,
-            "sample_n": args.sample_n,
+            "rounds": args.rounds, "batch_size": args.batch_size, "sample_n": args.sample_n,
             "losses": losses, "loss_max_relative_difference": rel,
             "conv_peak_train": train_peak, "conv_peak_sample": sample_peak, "sides": rows, "ratios": ratios}
 
@@ -394,8 +387,7 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join([
         f"### bfn vs the official BFN code, MNIST network{mode} ({common.env_line(result['environment'])})", "",
         common.table(headers, rows), "",
-        f"{result['threads']} thread(s) per side, {result['rounds']} interleaved rounds, medians; {weights}"
-        f"{'; bfn channels-last' if result.get('channels_last') else ''}. "
+        f"{result['threads']} thread(s) per side, {result['rounds']} interleaved rounds, medians; {weights}. "
         f"Parameters: official {o['parameters']:,}, bfn {b['parameters']:,}. Training FLOPs per image: official "
         f"{o['flops']['train_per_image'] / 1e9:.1f} G, bfn {b['flops']['train_per_image'] / 1e9:.1f} G. "
         f"Minor page faults per training step: official {o['train']['minor_faults_median']:.0f}, bfn "

@@ -107,38 +107,6 @@ def test_outputs_equal_the_official_network(models: dict, tag: str) -> None:
     assert want.abs().max() > 0.5  # the check compares real signals, not zeros
 
 
-def test_channels_last_mnist_network_computes_the_same_function_and_dropout(models: dict) -> None:
-    """`channels_last=True` (the layout oneDNN's CPU convolutions prefer) changes the memory layout only: the same
-    outputs as the official network, and in training mode the same dropout masks from the same seed."""
-    import copy
-
-    from bfn.networks.official_mnist import OfficialMNISTUNet
-
-    model = models["mnist"]
-    data = load_file(FIXTURES / "mnist.safetensors")
-    theta, tb = to_ours("mnist", data["out.theta"], torch.tensor(INFO["mnist"]["times"]))
-    fast = copy.deepcopy(model)
-    net = fast.network
-    assert isinstance(net, OfficialMNISTUNet)
-    net.channels_last = True
-    net.to(memory_format=torch.channels_last)
-    assert net.out[2].weight.is_contiguous(memory_format=torch.channels_last)
-    with torch.no_grad():
-        ours = fast.net_output(theta, tb)
-    assert (ours - output_as_ours("mnist", data["out.output"])).abs().max().item() < 1e-5
-    model.train(), fast.train()
-    try:
-        torch.manual_seed(3)
-        plain = model.net_output(theta, tb)
-        torch.manual_seed(3)
-        cl = fast.net_output(theta, tb)
-    finally:
-        model.eval()
-    dropped = model.network.output_blocks[0][0].out_layers[2].p
-    assert dropped > 0  # the check has dropout to compare
-    assert (plain - cl).abs().max().item() < 1e-5
-
-
 # --------------------------------------------------------------------------- losses on fixed (x, t, theta)
 def _p_out(model, tag: str, theta: torch.Tensor, t: torch.Tensor):
     th, tb = to_ours(tag, theta, t)

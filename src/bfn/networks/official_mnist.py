@@ -48,19 +48,6 @@ def zero_init(module: M) -> M:
     return module
 
 
-class OrderedDropout(nn.Dropout):
-    """`nn.Dropout` whose mask is drawn in the logical (N, C, H, W) order whatever the input's memory layout, so
-    a channels-last network draws the same masks from the same seed as a contiguous one (and as the official
-    code); for contiguous input it is bit-identical to `F.dropout` (the same Bernoulli fill, then / (1 - p))."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        if not self.training or self.p == 0:
-            return x
-        keep = 1.0 - self.p
-        mask = torch.empty(x.shape, dtype=x.dtype, device=x.device).bernoulli_(keep).div_(keep)
-        return x * mask
-
-
 class ResBlock(nn.Module):
     """GN-SiLU-conv, + projected time embedding, GN-SiLU-dropout-conv, plus a (1x1-conv) skip."""
 
@@ -70,7 +57,7 @@ class ResBlock(nn.Module):
                                        nn.Conv2d(channels, out_channels, 3, padding=1))
         self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_dim, out_channels))
         last = zero_init(nn.Conv2d(out_channels, out_channels, 3, padding=1))
-        self.out_layers = nn.Sequential(nn.GroupNorm(groups, out_channels), nn.SiLU(), OrderedDropout(dropout), last)
+        self.out_layers = nn.Sequential(nn.GroupNorm(groups, out_channels), nn.SiLU(), nn.Dropout(dropout), last)
         self.skip_connection = (nn.Identity() if out_channels == channels
                                 else nn.Conv2d(channels, out_channels, 1))
 
@@ -156,16 +143,12 @@ class OfficialMNISTUNet(nn.Module):
         unet_out_channels: channels of the U-Net's last conv (the official `out_channels`, 128).
         groups: GroupNorm groups (32).
         flip_input: negate the input (see the module docstring).
-        channels_last: keep weights and activations in the channels-last memory layout, the layout oneDNN's CPU
-            convolutions run fastest in (measured in benchmarks/RESULTS.md); the same function and, with
-            `OrderedDropout`, the same dropout masks, so the same numbers up to float rounding.
     """
 
     def __init__(self, *, in_channels: int = 1, out_channels: int = 1, image_size: int = 28,
                  model_channels: int = 128, channel_mult: Sequence[int] = (1, 2, 2), num_res_blocks: int = 2,
                  attention_resolutions: Sequence[int] = (8, 16), dropout: float = 0.5, num_heads: int = 4,
-                 unet_out_channels: int = 128, groups: int = 32, flip_input: bool = True,
-                 channels_last: bool = False) -> None:
+                 unet_out_channels: int = 128, groups: int = 32, flip_input: bool = True) -> None:
         super().__init__()
         if model_channels % groups or channel_mult[0] != 1:
             raise ConfigError(f"model_channels ({model_channels}) must be a multiple of groups ({groups}) and "
@@ -212,9 +195,6 @@ class OfficialMNISTUNet(nn.Module):
         self.out = nn.Sequential(nn.GroupNorm(groups, ch), nn.SiLU(),
                                  zero_init(nn.Conv2d(ch, unet_out_channels, 3, padding=1)))
         self.output_adapter = OutputAdapter(model_channels + unet_out_channels, out_channels)
-        self.channels_last = channels_last
-        if channels_last:
-            self.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # missing from the stubs
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
         """x [B, C, H, W] (2 p(class 1) - 1), t [B] -> output [B, out_channels, H, W]."""
@@ -226,9 +206,7 @@ class OfficialMNISTUNet(nn.Module):
         x_proj = self.input_projection(feats)  # (B, H, W, model_channels)
         emb = self.time_embed(sinusoidal_embedding(t * TIME_SCALE, self.model_channels))
         hs = []
-        hid = x_proj.permute(0, 3, 1, 2)  # (B, C, H, W) view of channels-last memory
-        if not self.channels_last:
-            hid = hid.contiguous()  # as the official code
+        hid = x_proj.permute(0, 3, 1, 2).contiguous()  # contiguous as the official code: same dropout masks
         for block in self.input_blocks:
             hid = block(hid, emb)
             hs.append(hid)
