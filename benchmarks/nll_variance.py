@@ -12,6 +12,7 @@ For each bound it reports the two errors:
 
 - "s.e. over examples": the standard deviation of the per-example R-averages over sqrt(N) (Monte Carlo noise plus
   the real spread of the examples);
+- "its floor": what the real spread of the examples alone leaves of it (infinitely many repeats; `se_floor`);
 - "MC s.e.": the Monte Carlo standard error of the test-set mean, the spread of the R repeat means over sqrt(R),
 
 and the wall time of each evaluation (median over rounds). Writes benchmarks/results/nll_variance_<run>.json and
@@ -62,21 +63,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             res = evaluate_nll(model, test, steps=args.steps, repeats=args.repeats, seed=args.seed,
                                limit=args.limit, variance_reduction=reduce, redraw_data=redraw)
             row[name] = {"seconds": time.perf_counter() - t0,
-                         "bounds": {k: {"nats": v["nats"], "se_examples": v["nats_se"], "mc_se": v["nats_mc_se"]}
+                         "bounds": {k: {"nats": v["nats"], "se_examples": v["nats_se"], "mc_se": v["nats_mc_se"],
+                                        "se_floor": v["nats_se_floor"]}
                                     for k, v in res["results"].items()}}
         out["rounds"].append(row)
     return out
 
 
 def markdown(result: dict[str, Any]) -> str:
-    lines = ["| bound | estimator | nats | s.e. over examples | MC s.e. | seconds |",
-             "| --- | --- | ---: | ---: | ---: | ---: |"]
+    lines = ["| bound | estimator | nats | s.e. over examples | its floor | MC s.e. | seconds |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
     last = result["rounds"][-1]
     for name, res in last.items():
         secs = sorted(r[name]["seconds"] for r in result["rounds"])[len(result["rounds"]) // 2]
         for k, v in res["bounds"].items():
             mc = "-" if v["mc_se"] is None else f"{v['mc_se']:.2f}"
-            lines.append(f"| {k} | {name} | {v['nats']:.2f} | {v['se_examples']:.2f} | {mc} | {secs:.1f} |")
+            floor = "-" if v.get("se_floor") is None else f"{v['se_floor']:.2f}"
+            lines.append(f"| {k} | {name} | {v['nats']:.2f} | {v['se_examples']:.2f} | {floor} | {mc} | {secs:.1f} |")
     return "\n".join(lines)
 
 

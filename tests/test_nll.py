@@ -254,3 +254,20 @@ def test_monte_carlo_error_is_honest_and_stratification_shrinks_it():
         observed, reported = strat[k]
         assert 0.5 < observed / reported < 2.0, (k, observed, reported)  # the reported error is the real one
     assert strat["20"][0] < plain["20"][0] / 3, (strat, plain)
+
+
+def test_se_floor_recovers_the_real_spread_between_examples():
+    """Synthetic repeats: example e's estimate in repeat r is mu_e + noise, mu_e ~ N(0, 3^2), noise ~ N(0, 10^2).
+    The floor is the real spread over sqrt(N), 3 / sqrt(N), whatever the noise; the standard error over examples
+    of the R-averages is sqrt(3^2 + 10^2 / R) / sqrt(N)."""
+    from bfn.evaluation.nll import se_floor
+
+    gen = torch.Generator().manual_seed(0)
+    n, r = 40000, 3
+    mu = 3 * torch.randn(n, generator=gen, dtype=torch.float64)
+    stacked = mu + 10 * torch.randn(r, n, generator=gen, dtype=torch.float64)
+    assert se_floor(stacked) == pytest.approx(3 / math.sqrt(n), rel=0.05)
+    assert float(stacked.mean(0).std()) / math.sqrt(n) == pytest.approx(math.sqrt(9 + 100 / r) / math.sqrt(n),
+                                                                        rel=0.02)
+    assert se_floor(stacked[:1]) is None and se_floor(stacked[:, :1]) is None
+    assert se_floor(10 * torch.randn(r, n, generator=gen, dtype=torch.float64)) < 1 / math.sqrt(n)  # no spread

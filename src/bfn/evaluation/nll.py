@@ -134,6 +134,19 @@ def summarize(per_example: Tensor, dims: int) -> dict[str, float | None]:
             "bits_per_dim": mean / LN2 / dims, "bits_per_dim_se": se / LN2 / dims}
 
 
+def se_floor(stacked: Tensor) -> float | None:
+    """The standard error over examples that infinitely many repeats would leave, from R repeats [R, N]: the real
+    spread between the examples' bounds, sqrt(max(0, Var_e(mean_r) - E_e(Var_r) / R) / N) (the variance of the
+    per-example R-averages less their Monte Carlo part, each example's repeat variance over R). No estimator of
+    the bounds can bring the standard error over examples below it. None for R < 2 or N < 2."""
+    r, n = stacked.shape
+    if r < 2 or n < 2:
+        return None
+    between = float(stacked.mean(0).var(unbiased=True))
+    within = float(stacked.var(0, unbiased=True).mean())
+    return math.sqrt(max(0.0, between - within / r) / n)
+
+
 @torch.no_grad()
 def evaluate_nll(model: GenerativeModel, data: Any, *, steps: str | Steps | Sequence[Steps] = ("inf",),
                  repeats: int = 1, batch_size: int = 256, seed: int = 0, device: str | torch.device | None = None,
@@ -177,7 +190,8 @@ def evaluate_nll(model: GenerativeModel, data: Any, *, steps: str | Steps | Sequ
         "inf": {...}}}, each result holding the bound's name, nats (+ _se), nats_per_dim, bits_per_dim (+ _se),
         the mean of each repeat (`nats_per_repeat`) and the Monte Carlo standard error of the mean over examples
         (`nats_mc_se`, the spread of the repeat means over sqrt(R); `nats_se` is the standard error over
-        examples, which also holds the real spread between examples).
+        examples, which also holds the real spread between examples; `nats_se_floor` what of it the real spread
+        alone makes, see `se_floor`).
     """
     step_list = parse_steps(steps if isinstance(steps, str | int) else list(steps))
     if repeats < 1:
@@ -250,6 +264,7 @@ def evaluate_nll(model: GenerativeModel, data: Any, *, steps: str | Steps | Sequ
         res["nats_per_repeat"] = [float(v) for v in stacked.mean(1)]
         # Monte Carlo standard error of the test-set mean: the spread of the R repeat means over sqrt(R)
         res["nats_mc_se"] = float(stacked.mean(1).std(unbiased=True)) / math.sqrt(repeats) if repeats > 1 else None
+        res["nats_se_floor"] = se_floor(stacked)
         if per_example:
             res["per_example"] = stacked.mean(0)
         results[str(s)] = res
