@@ -23,6 +23,26 @@ def test_auto_threads_leave_the_busy_cores_alone(monkeypatch: pytest.MonkeyPatch
     assert auto_threads(cores=8, load=7.5) == (3, None)  # the user's own setting wins
 
 
+def test_busy_cores_come_from_cpu_time_now_not_the_load_average(monkeypatch: pytest.MonkeyPatch,
+                                                                  tmp_path: Path) -> None:
+    """/proc/stat is parsed (idle = idle + iowait), the busy share of the CPU time between two readings times the
+    CPU count is the busy cores (a 1-minute load average still high from a job that just ended is not used), and
+    the load average is the fallback where /proc/stat cannot be read."""
+    from bfn.utils import threads
+
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  100 5 50 800 40 3 2 0 0 0\ncpu0 50 2 25 400 20 1 1 0 0 0\n")
+    assert threads._cpu_times(str(stat)) == (160, 1000)
+    assert threads._cpu_times(str(tmp_path / "missing")) is None
+    readings = iter([(160, 1000), (260, 1400)])  # 100 of 400 jiffies busy: a quarter of the machine
+    monkeypatch.setattr(threads, "_cpu_times", lambda path="": next(readings))
+    monkeypatch.setattr(threads.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(threads.os, "getloadavg", lambda: (1.9, 1.0, 0.5))
+    assert threads.busy_cores(seconds=0) == pytest.approx(1.0)
+    monkeypatch.setattr(threads, "_cpu_times", lambda path="": None)
+    assert threads.busy_cores(seconds=0) == 1.9
+
+
 @pytest.mark.slow
 def test_resuming_a_finished_run_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     args = ["train", "mixture-1d", "model.network.kwargs.hidden=16", "train.steps=2", "train.batch_size=16",
