@@ -4,6 +4,7 @@ maps a 28x28 (or any 4k x 4k) image to a vector, and its mirror-image decoder; M
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from torch import Tensor, nn
 
@@ -101,3 +102,14 @@ def check_options(options: dict, known: tuple[str, ...], family: str) -> None:
     if unknown:
         raise ConfigError(f"unknown model.options {', '.join(unknown)} for a {family} model; it takes "
                           f"{', '.join(known)}")
+
+
+def unconditional_options(cfg: Any, known: tuple[str, ...], family: str, noun: str) -> dict:
+    """`cfg.options` as a dict, after the intake every unconditional family shares: unknown keys are a
+    ConfigError listing the family's options (`check_options`), and `model.conditional=true` a ConfigError
+    naming `noun` ("the VAE") and the fix."""
+    opts = dict(cfg.options)
+    check_options(opts, known, family)
+    if getattr(cfg, "conditional", False):
+        raise ConfigError(f"{noun} is unconditional here; set model.conditional=false")
+    return opts

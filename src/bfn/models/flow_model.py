@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from bfn.data.spec import DataSpec
 from bfn.errors import ConfigError
 from bfn.models.base import Capabilities, FinalChoice, GenerativeModel, SampleCallback, SampleStep
-from bfn.models.family_nets import check_options, option
+from bfn.models.family_nets import option, unconditional_options
 
 OPTIONS = ("coupling_layers", "width", "blocks", "alpha")
 LOG_2PI = math.log(2 * math.pi)
@@ -227,10 +227,7 @@ class RealNVP(GenerativeModel):
 
 def build(cfg: Any, data: DataSpec) -> RealNVP:
     """A RealNVP from `cfg.options`: coupling_layers (8), width (32), blocks (2), alpha (0.05)."""
-    opts = dict(cfg.options)
-    check_options(opts, OPTIONS, "flow")
-    if getattr(cfg, "conditional", False):
-        raise ConfigError("the RealNVP flow is unconditional here; set model.conditional=false")
+    opts = unconditional_options(cfg, OPTIONS, "flow", "the RealNVP flow")
     alpha = option(opts, "alpha", 0.05, float, low=0.0)
     if not alpha < 0.5:  # type: ignore[operator]
         raise ConfigError(f"model.options.alpha must be in [0, 0.5), got {alpha}")

@@ -34,7 +34,7 @@ from torch.func import functional_call
 from bfn.data.spec import DataSpec
 from bfn.errors import ConfigError
 from bfn.models.base import Capabilities, FinalChoice, GenerativeModel, SampleCallback, SampleStep
-from bfn.models.family_nets import MLP, ConvDecoder, ConvEncoder, check_options, image_side, option, pick_arch
+from bfn.models.family_nets import MLP, ConvDecoder, ConvEncoder, image_side, option, pick_arch, unconditional_options
 
 OPTIONS = ("latent_dim", "width", "arch", "n_critic", "gp_weight")
 
@@ -160,10 +160,7 @@ class GAN(GenerativeModel):
 
 
 def _build(cfg: Any, data: DataSpec, objective: str, n_critic: int, cls: type[GAN] | None = None) -> GAN:
-    opts = dict(cfg.options)
-    check_options(opts, OPTIONS, objective)
-    if getattr(cfg, "conditional", False):
-        raise ConfigError(f"the {objective} model is unconditional here; set model.conditional=false")
+    opts = unconditional_options(cfg, OPTIONS, objective, f"the {objective} model")
     return (cls or GAN)(data, objective=objective, latent_dim=option(opts, "latent_dim", 64, int, low=1),  # type: ignore
                width=option(opts, "width", 32, int, low=8),  # type: ignore[arg-type]
                arch=option(opts, "arch", "auto", str),  # type: ignore[arg-type]

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from bfn.data.spec import DataSpec
 from bfn.errors import ConfigError
 from bfn.models.base import Capabilities, FinalChoice, GenerativeModel, SampleCallback, SampleStep, progress_callback
-from bfn.models.family_nets import check_options, option
+from bfn.models.family_nets import option, unconditional_options
 from bfn.utils.steps import parse_steps
 
 OPTIONS = ("hidden", "gibbs_steps", "chains", "ais_chains", "ais_steps", "sample_steps")
@@ -189,10 +189,7 @@ class RBM(GenerativeModel):
 def build(cfg: Any, data: DataSpec) -> RBM:
     """An RBM from `cfg.options`: hidden (500), gibbs_steps (1: PCD-1), chains (100), ais_chains (100), ais_steps
     (10000), sample_steps (1000)."""
-    opts = dict(cfg.options)
-    check_options(opts, OPTIONS, "rbm")
-    if getattr(cfg, "conditional", False):
-        raise ConfigError("the RBM is unconditional; set model.conditional=false")
+    opts = unconditional_options(cfg, OPTIONS, "rbm", "the RBM")
     kw = {name: option(opts, name, default, int, low=1) for name, default in
           (("hidden", 500), ("gibbs_steps", 1), ("chains", 100), ("ais_chains", 100), ("ais_steps", 10_000),
            ("sample_steps", 1000))}

@@ -25,7 +25,7 @@ from bfn.data.spec import DataSpec
 from bfn.errors import ConfigError
 from bfn.flows.distributions import DiscretizedGaussian
 from bfn.models.base import Capabilities, FinalChoice, GenerativeModel, SampleCallback, SampleStep
-from bfn.models.family_nets import MLP, ConvDecoder, ConvEncoder, check_options, image_side, option, pick_arch
+from bfn.models.family_nets import MLP, ConvDecoder, ConvEncoder, image_side, option, pick_arch, unconditional_options
 from bfn.utils.steps import parse_steps
 
 OPTIONS = ("latent_dim", "width", "arch", "chunk")
@@ -183,10 +183,7 @@ class VAE(GenerativeModel):
 
 def build(cfg: Any, data: DataSpec) -> VAE:
     """A VAE from `cfg.options`: latent_dim (32), width (32 channels), arch (auto/conv/mlp), chunk (8192)."""
-    opts = dict(cfg.options)
-    check_options(opts, OPTIONS, "vae")
-    if getattr(cfg, "conditional", False):
-        raise ConfigError("the VAE is unconditional here; set model.conditional=false")
+    opts = unconditional_options(cfg, OPTIONS, "vae", "the VAE")
     return VAE(data, latent_dim=option(opts, "latent_dim", 32, int, low=1),  # type: ignore[arg-type]
                width=option(opts, "width", 32, int, low=8),  # type: ignore[arg-type]
                arch=option(opts, "arch", "auto", str),  # type: ignore[arg-type]
