@@ -18,14 +18,12 @@ Writes benchmarks/results/guidance_<run name>.json and prints Markdown tables.
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from benchmarks import common
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -42,7 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="seed of the samplers and of the metrics")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads on CPU")
-    p.add_argument("--out", default=str(RESULTS), help="folder for the JSON file")
+    p.add_argument("--out", default=str(common.RESULTS), help="folder for the JSON file")
     return p.parse_args(argv)
 
 
@@ -140,10 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.inpaint:
         result["inpaint"] = inpainting_table(run, n=args.n, steps=args.steps, sampler=args.sampler, seed=args.seed,
                                              device=args.device)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"guidance_{run.name}.json"
-    path.write_text(json.dumps(result, indent=2))
+    path = common.write_json(args.out, f"guidance_{run.name}", result)
     print(markdown(run.name, result))
     print(f"wrote {path}")
     return 0

@@ -22,14 +22,13 @@ prints a Markdown table.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from bfn.utils.io import atomic_write_text
+from benchmarks import common
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -41,7 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--limit", type=int, default=None, help="first N test examples (default: all)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="benchmarks/results")
+    p.add_argument("--out", default=str(common.RESULTS))
     return p.parse_args(argv)
 
 
@@ -86,8 +85,7 @@ def markdown(result: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     result = run(args)
-    path = Path(args.out) / f"nll_variance_{Path(args.run).name}.json"
-    atomic_write_text(path, json.dumps(result, indent=2) + "\n")
+    path = common.write_json(args.out, f"nll_variance_{Path(args.run).name}", result)
     print(markdown(result))
     print(f"wrote {path}")
     return 0

@@ -27,9 +27,7 @@ from typing import Any
 
 import torch
 
-from bfn.utils.io import atomic_write_text
-
-RESULTS = Path(__file__).resolve().parent / "results"
+from benchmarks import common
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -45,7 +43,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    p.add_argument("--out", default=str(RESULTS), help="folder for text.json")
+    p.add_argument("--out", default=str(common.RESULTS), help="folder for text.json")
     p.add_argument("--fresh", action="store_true", help="recompute cells that text.json already holds")
     return p.parse_args(argv)
 
@@ -132,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
                  seq_len=int(model.data_shape[0]))
 
     def save() -> None:
-        atomic_write_text(json_path, json.dumps(results, indent=1, default=str) + "\n")
+        common.write_json(out, "text", results)
 
     train_ids = split_ids(train_split(cfg))
     test = materialize(test_split(run), seed=args.seed)
