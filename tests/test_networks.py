@@ -101,20 +101,9 @@ def test_local_mixing_sees_exactly_its_neighbours():
         assert touched == list(range(4 - k // 2, 4 + k // 2 + 1))
 
 
-def test_transformer_positions_and_local_kernel_options():
-    from bfn.networks.transformer import sinusoidal_positions
-
-    table = sinusoidal_positions(5, 8)
-    p = torch.arange(5.0)
-    assert torch.allclose(table[:, 0], torch.sin(p)) and torch.allclose(table[:, 1], torch.cos(p))
-    assert torch.allclose(table[:, 6], torch.sin(p / 10000 ** (6 / 8)))
-    assert torch.allclose(table[:, 7], torch.cos(p / 10000 ** (6 / 8)))
-    net = Transformer(in_features=5, out_features=4, seq_len=12, dim=8, depth=2, heads=2, positions="sinusoidal",
-                      local_kernel=3)
-    assert "pos" not in dict(net.named_parameters()) and torch.equal(net.pos[0], sinusoidal_positions(12, 8))
+def test_transformer_local_kernel_option():
+    net = Transformer(in_features=5, out_features=4, seq_len=12, dim=8, depth=2, heads=2, local_kernel=3)
     assert net(torch.randn(3, 12, 5), torch.rand(3)).shape == (3, 12, 4)
-    with pytest.raises(ConfigError, match="positions must be 'learned' or 'sinusoidal'"):
-        Transformer(in_features=5, out_features=4, seq_len=12, dim=8, heads=2, positions="rotary")
     with pytest.raises(ConfigError, match="local_kernel must be 0 \\(none\\) or an odd width, got 4"):
         Transformer(in_features=5, out_features=4, seq_len=12, dim=8, heads=2, local_kernel=4)
 

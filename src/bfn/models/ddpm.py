@@ -212,11 +212,12 @@ class DDPM(GenerativeModel):
             c = None if cond is None else torch.cat([cond] * (x_t.shape[0] // cond.shape[0]))
             return self.denoise(x_t, i, process, c)
 
+        if importance and proposal is None:
+            proposal = process.step_proposal(self.variance)
         with torch.autocast(device_type=x0.device.type, enabled=False):
             return variational_bound(process, denoise, x0, values=self.values, index=self.value_index(x0),
                                      variance=self.variance, generator=generator, u=u,
-                                     proposal=(proposal if proposal is not None
-                                               else process.step_proposal(self.variance)) if importance else None)
+                                     proposal=proposal if importance else None)
 
     def nll_terms(self, x: Tensor, steps: int | str | None = None, *, cond: Tensor | None = None,
                   generator: torch.Generator | None = None) -> dict[str, Tensor]:
@@ -249,8 +250,7 @@ class DDPM(GenerativeModel):
         averaged over the examples (e.g. Owen, "Monte Carlo theory, methods and examples", §9.1). The analytic
         `GaussianDiffusion.step_proposal` assumes unit-Gaussian data and a perfect denoiser; on binarized MNIST
         it puts up to 100x too little mass where a trained model's terms are (steps 100-600 of 1,000)."""
-        x0 = self.check_batch(x)
-        b = x0.shape[0]
+        b = x.shape[0]
         out: dict[int | str, Tensor] = {}
         for s in steps:
             process = self.process(s)
@@ -260,7 +260,7 @@ class DDPM(GenerativeModel):
             grid = torch.unique(torch.logspace(math.log10(2), math.log10(n), points, dtype=torch.float64).round())
             rms = []
             for i in grid.tolist():
-                u = torch.full((b,), (i - 2 + 0.5) / (n - 1), dtype=torch.float64, device=x0.device)  # picks i
+                u = torch.full((b,), (i - 2 + 0.5) / (n - 1), dtype=torch.float64, device=x.device)  # picks i
                 terms = self.bound_terms(x, s, cond=cond, generator=generator, u=u)
                 rms.append((terms.diffusion.double() / (n - 1)).square().mean().sqrt().clamp_min(1e-30).cpu())
             log_rms = torch.stack(rms).log()

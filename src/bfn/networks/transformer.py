@@ -64,17 +64,6 @@ class Block(nn.Module):
         return x + self.dropout(self.mlp(self.norm2(x)))
 
 
-def sinusoidal_positions(seq_len: int, dim: int, base: float = 10000.0) -> Tensor:
-    """Fixed positional table [seq_len, dim] of Vaswani et al. 2017: sin(p / base^(2j/dim)) in column 2j and
-    cos(p / base^(2j/dim)) in column 2j+1."""
-    pos = torch.arange(seq_len, dtype=torch.float32)[:, None]
-    freq = base ** (-torch.arange(0, dim, 2, dtype=torch.float32) / dim)
-    table = torch.zeros(seq_len, dim)
-    table[:, 0::2] = torch.sin(pos * freq)
-    table[:, 1::2] = torch.cos(pos * freq[: dim // 2])
-    return table
-
-
 class Transformer(nn.Module):
     """Non-causal Transformer: [B, L, in_features] -> [B, L, out_features], L <= `seq_len`.
 
@@ -90,33 +79,25 @@ class Transformer(nn.Module):
         mlp_ratio: MLP width / dim.
         dropout: dropout on attention weights and on each residual branch.
         num_classes: number of class labels for class-conditional use; label `num_classes` is the null label.
-        positions: "learned" (a table initialised at N(0, 0.02^2)) or "sinusoidal" (the fixed table of Vaswani
-            et al. 2017).
         local_kernel: when > 0, every block also mixes each token with its neighbours by a depthwise
             convolution of this (odd) width (see `LocalMixing`).
     """
 
     def __init__(self, *, in_features: int, out_features: int, seq_len: int, dim: int = 256, depth: int = 4,
                  heads: int = 4, mlp_ratio: float = 4.0, dropout: float = 0.0,
-                 num_classes: int | None = None, positions: str = "learned", local_kernel: int = 0) -> None:
+                 num_classes: int | None = None, local_kernel: int = 0) -> None:
         super().__init__()
         if dim % heads:
             raise ConfigError(f"heads ({heads}) must divide dim ({dim})")
         if seq_len < 1 or depth < 1:
             raise ConfigError(f"seq_len and depth must be >= 1, got seq_len={seq_len}, depth={depth}")
-        if positions not in ("learned", "sinusoidal"):
-            raise ConfigError(f"positions must be 'learned' or 'sinusoidal', got {positions!r}")
         if local_kernel < 0 or (local_kernel and local_kernel % 2 == 0):
             raise ConfigError(f"local_kernel must be 0 (none) or an odd width, got {local_kernel}")
         self.in_features = in_features
         self.seq_len = seq_len
         self.num_classes = num_classes
         self.embed_in = nn.Linear(in_features, dim)
-        self.pos: Tensor
-        if positions == "learned":
-            self.pos = nn.Parameter(torch.randn(1, seq_len, dim) * 0.02)
-        else:
-            self.register_buffer("pos", sinusoidal_positions(seq_len, dim)[None])
+        self.pos = nn.Parameter(torch.randn(1, seq_len, dim) * 0.02)
         self.embed = ConditionEmbedding(dim=dim, features=dim, num_classes=num_classes)
         self.blocks = nn.ModuleList(
             Block(dim=dim, heads=heads, mlp_ratio=mlp_ratio, dropout=dropout, local_kernel=local_kernel)
