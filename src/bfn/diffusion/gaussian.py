@@ -357,3 +357,54 @@ def variational_bound(process: GaussianDiffusion, denoise: Denoiser, x0: Tensor,
     else:
         diffusion = torch.zeros(b, device=device, dtype=x0.dtype)
     return BoundTerms(prior=process.prior_kl(x0), diffusion=diffusion, decoder=decoder)
+
+
+def step_terms(process: GaussianDiffusion, denoise: Denoiser, x0: Tensor, i: Tensor, *, values: Tensor | None,
+               index: Tensor | None = None, variance: Variance = "small",
+               generator: torch.Generator | None = None) -> Tensor:
+    """The terms L_{i-1} of the bound (Ho et al. 2020, eq. 5) at one step i [B] in 1..S per example, float64 [B],
+    with one network evaluation per example: for i >= 2, KL(q(x_{i-1} | x_i, x_0) || p_theta(x_{i-1} | x_i)) at one
+    x_i ~ q(x_i | x_0) (eqs. 6-8); for i = 1, the decoder term L_0 = -ln p_theta(x_0 | x_1) of eq. (13)."""
+    if index is None and values is not None:
+        index = torch.bucketize(x0.contiguous(), bin_edges(values.to(x0)))
+    noise = randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+    x_t = process.q_sample(x0, i, noise)
+    x0_hat = denoise(x_t, i)
+    out = torch.empty(x0.shape[0], dtype=torch.float64, device=x0.device)
+    first = i == 1
+    if first.any():
+        out[first] = decoder_nll(x0[first], x0_hat[first], process.decoder_std(x0), values=values,
+                                 index=None if index is None else index[first]).double()
+    later = ~first
+    if later.any():
+        j, xs, xt = i[later], x0[later], x_t[later]
+        mean_q, var_q = process.posterior_mean_variance(xs, xt, j)
+        mean_p, _ = process.posterior_mean_variance(x0_hat[later], xt, j)
+        out[later] = sum_except_batch(normal_kl(mean_q, var_q, mean_p,
+                                                process.reverse_variance(j, xs, variance))).double()
+    return out
+
+
+def importance_bound(process: GaussianDiffusion, denoise: Denoiser, x0: Tensor, u: Tensor, proposal: Tensor, *,
+                     values: Tensor | None, index: Tensor | None = None, variance: Variance = "small",
+                     generator: torch.Generator | None = None, draws: int = 2) -> Tensor:
+    """Estimate of the whole bound L_T + sum_{i=1}^{S} L_{i-1} (Ho et al. 2020, eq. 5; L_0 the decoder term) per
+    example, float64 [B], from `draws` steps per example drawn by importance sampling, the decoder term included
+    in the sum: with q = `proposal` over i = 1..S [S] (index i - 1) and its inverse CDF Q, the steps are
+    i_k = Q((k + u) / draws), k = 0 .. draws - 1 (one per stratum of the CDF, each uniform given `u` ~ U(0, 1)
+    [B]), and sum_i L_{i-1} ~= sum_k L_{i_k - 1} / (draws q(i_k)), unbiased for any q > 0. `draws` network
+    evaluations per example."""
+    b = x0.shape[0]
+    q = proposal.to(device=x0.device, dtype=torch.float64)
+    if q.shape != (process.num_steps,):
+        raise ValueError(f"proposal has shape {tuple(q.shape)}; expected ({process.num_steps},) over steps 1..S")
+    q = q / q.sum()
+    cdf = q.cumsum(0)
+    estimate = torch.zeros(b, dtype=torch.float64, device=x0.device)
+    for stratum in range(draws):  # one network call of B rows per draw: large batches run slower per row on CPU
+        v = (stratum + u.to(device=x0.device, dtype=torch.float64)) / draws
+        k = torch.searchsorted(cdf, v, right=True).clamp_max(process.num_steps - 1)
+        terms = step_terms(process, denoise, x0, k + 1, values=values, index=index, variance=variance,
+                           generator=generator)
+        estimate += terms / q[k] / draws
+    return process.prior_kl(x0).double() + estimate

@@ -10,7 +10,7 @@ discretized bounds are bounds on -ln P(x) and directly comparable with a BFN's.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -24,7 +24,9 @@ from bfn.diffusion.gaussian import (
     BoundTerms,
     GaussianDiffusion,
     bin_edges,
+    importance_bound,
     l_simple,
+    step_terms,
     variational_bound,
 )
 from bfn.errors import ConfigError, DataError
@@ -208,10 +210,7 @@ class DDPM(GenerativeModel):
         x0 = self.check_batch(x)
         process = self.process(steps)
 
-        def denoise(x_t: Tensor, i: Tensor) -> Tensor:
-            c = None if cond is None else torch.cat([cond] * (x_t.shape[0] // cond.shape[0]))
-            return self.denoise(x_t, i, process, c)
-
+        denoise = self._denoiser(process, cond)
         if importance and proposal is None:
             proposal = process.step_proposal(self.variance)
         with torch.autocast(device_type=x0.device.type, enabled=False):
@@ -238,49 +237,72 @@ class DDPM(GenerativeModel):
             return f"VLB (T={self.timesteps})"
         return f"VLB ({n}-step respaced)"
 
-    @torch.no_grad()
+    def _denoiser(self, process: GaussianDiffusion, cond: Tensor | None) -> Callable[[Tensor, Tensor], Tensor]:
+        def denoise(x_t: Tensor, i: Tensor) -> Tensor:
+            c = None if cond is None else torch.cat([cond] * (x_t.shape[0] // cond.shape[0]))
+            return self.denoise(x_t, i, process, c)
+        return denoise
+
     @torch.no_grad()
     def nll_pilot(self, x: Tensor, steps: Sequence[int | str], *, cond: Tensor | None = None,
                   generator: torch.Generator | None = None, points: int = 20,
                   uniform_share: float = 0.05) -> dict[int | str, Tensor]:
-        """An importance-sampling proposal over the steps of each bound, measured on pilot examples `x`: the
-        term L_{i-1} (one draw of x_i per example) at `points` steps log-spaced over 2..S, its root mean square
-        over the examples interpolated log-linearly in ln i to every step, normalised, plus `uniform_share` of
-        uniform mass: q(i) ~ sqrt(E L_{i-1}^2), the proposal that minimises the variance of the one-step estimate
-        averaged over the examples (e.g. Owen, "Monte Carlo theory, methods and examples", §9.1). The analytic
-        `GaussianDiffusion.step_proposal` assumes unit-Gaussian data and a perfect denoiser; on binarized MNIST
-        it puts up to 100x too little mass where a trained model's terms are (steps 100-600 of 1,000)."""
-        b = x.shape[0]
+        """An importance-sampling proposal q(i) over the steps i = 1..S of each bound (i = 1: the decoder term L_0),
+        measured on pilot examples `x`: the term L_{i-1} (one draw of x_i per example) at i = 1 and at `points`
+        steps log-spaced over 2..S, its root mean square over the examples interpolated log-linearly in ln i to
+        every step, normalised, plus `uniform_share` of uniform mass: q(i) ~ sqrt(E L_{i-1}^2), the proposal that
+        minimises the variance of the one-step estimate averaged over the examples (e.g. Owen, "Monte Carlo
+        theory, methods and examples", §9.1). The analytic `GaussianDiffusion.step_proposal` assumes
+        unit-Gaussian data and a perfect denoiser; on binarized MNIST it puts up to 100x too little mass where a
+        trained model's terms are (steps 100-600 of 1,000). One network evaluation per example and point."""
+        x0 = self.check_batch(x)
+        index = self.value_index(x0)
+        b = x0.shape[0]
         out: dict[int | str, Tensor] = {}
         for s in steps:
             process = self.process(s)
             n = process.num_steps
-            if n < 3:
+            if n < 2:
                 continue
-            grid = torch.unique(torch.logspace(math.log10(2), math.log10(n), points, dtype=torch.float64).round())
+            grid = torch.unique(torch.logspace(0, math.log10(n), points + 1, dtype=torch.float64).round())
             rms = []
-            for i in grid.tolist():
-                u = torch.full((b,), (i - 2 + 0.5) / (n - 1), dtype=torch.float64, device=x.device)  # picks i
-                terms = self.bound_terms(x, s, cond=cond, generator=generator, u=u)
-                rms.append((terms.diffusion.double() / (n - 1)).square().mean().sqrt().clamp_min(1e-30).cpu())
+            with torch.autocast(device_type=x0.device.type, enabled=False):
+                for i in grid.tolist():
+                    steps_i = torch.full((b,), int(i), dtype=torch.long, device=x0.device)
+                    terms = step_terms(process, self._denoiser(process, cond), x0, steps_i, values=self.values,
+                                       index=index, variance=self.variance, generator=generator)
+                    rms.append(terms.square().mean().sqrt().clamp_min(1e-30).cpu())
             log_rms = torch.stack(rms).log()
-            at = torch.arange(2, n + 1, dtype=torch.float64).log()
+            at = torch.arange(1, n + 1, dtype=torch.float64).log()
             profile = torch.from_numpy(np.interp(at.numpy(), grid.log().numpy(), log_rms.numpy())).exp()
-            out[s] = (1 - uniform_share) * profile / profile.sum() + uniform_share / (n - 1)
+            out[s] = (1 - uniform_share) * profile / profile.sum() + uniform_share / n
         return out
 
     def nll_bounds(self, x: Tensor, steps: Sequence[int | str], *, u: Tensor | None = None,
                    cond: Tensor | None = None, generator: torch.Generator | None = None,
                    strata: int = 16, pilot: Any = None) -> dict[int | str, Tensor]:
         """Lower-variance `nll` for several step counts at once, float64 nats per example [B] each, keyed by step
-        count ("inf": all T steps): the step i of every bound drawn by importance sampling at the uniforms `u`
-        [B] (see `variational_bound`), from the proposal `nll_pilot` measured when `pilot` holds one for the
-        step count, else from `GaussianDiffusion.step_proposal`; still unbiased. (`strata` does not apply:
-        every term of the bound is a closed-form Gaussian KL given x_i.)"""
+        count ("inf": all T steps). With a proposal from `nll_pilot` for the step count (`pilot`): the whole sum
+        L_0 + ... + L_{S-1}, decoder term included, by importance sampling at two stratified steps per example
+        (`importance_bound`; two network evaluations per example, as the plain estimator). Without one: the
+        decoder term at its own x_1 and one step i >= 2 from `GaussianDiffusion.step_proposal`. Both unbiased,
+        with `u` [B] the uniforms that pick the steps. (`strata` does not apply: every term of the bound is a
+        closed-form Gaussian KL given x_i.)"""
         pilot = pilot or {}
-        return {s: self.bound_terms(x, s, cond=cond, generator=generator, u=u, importance=True,
-                                    proposal=pilot.get(s)).total.double()
-                for s in steps}
+        out: dict[int | str, Tensor] = {}
+        for s in steps:
+            if s in pilot:
+                x0 = self.check_batch(x)
+                process = self.process(s)
+                if u is None:
+                    u = rand((x0.shape[0],), generator=generator, device=x0.device)
+                with torch.no_grad(), torch.autocast(device_type=x0.device.type, enabled=False):
+                    out[s] = importance_bound(process, self._denoiser(process, cond), x0, u, pilot[s],
+                                              values=self.values, index=self.value_index(x0),
+                                              variance=self.variance, generator=generator)
+            else:
+                out[s] = self.bound_terms(x, s, cond=cond, generator=generator, u=u, importance=True).total.double()
+        return out
 
     # --- sampling ---------------------------------------------------------------------------------------------
     def decoder(self, x0_hat: Tensor, process: GaussianDiffusion) -> BinnedGaussian | None:
