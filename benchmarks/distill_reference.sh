@@ -10,7 +10,7 @@ N=${N:-500}
 SEEDS=${SEEDS:-0,1,2}
 DEVICE=${DEVICE:-cuda}
 OUT=${OUT:-benchmarks/results}
-for teacher in mnist-discretized mnist-discrete-546; do
+for teacher in mnist-discretized mnist-discrete; do
   python -m benchmarks.distill "$RUNS/$teacher" "$RUNS/$teacher-student" --out "$OUT" --n "$N" --seeds "$SEEDS" \
     --device "$DEVICE" --batch-size 500 \
     --cells student:distilled:1,student:distilled:2,student:distilled:4,teacher:sde2:4,teacher:sde2:9,teacher:ode2:39,teacher:paper:999
