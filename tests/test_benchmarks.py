@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `benchmarks` is a top-level folder of the repository, not part of the package
@@ -125,3 +126,37 @@ def test_sampler_benchmark_keeps_cells_it_does_not_recompute(tmp_path: Path) -> 
     assert second["paper"] == first["paper"]
     assert second["sde2"]["2"]["fid"] != first["sde2"]["2"]["fid"]  # recomputed with another seed
     assert (tmp_path / "out" / "samplers.png").stat().st_size > 1000
+
+
+def test_distill_hybrid_spends_its_evaluations_where_it_says_and_keeps_a_point_mass() -> None:
+    """benchmarks.distill_hybrid: J student evaluations at the student's grid times, then M teacher SDE steps
+    uniform in lambda up to t = 1 and one final teacher evaluation at t = 1 (NFE = J + M + 1); on data that is
+    always x* (both networks output x* with certainty) every sample is x*."""
+    from benchmarks.distill_hybrid import hybrid_sample
+
+    from bfn.flows import Categorical, DiscreteFlow
+    from bfn.samplers.distilled import student_grid
+    from bfn.samplers.gaussian_path import GaussianPath
+
+    flow = DiscreteFlow(num_classes=3, beta_1=4.0)
+    x_star = torch.tensor([2, 0, 1, 1])
+
+    class PointMass:
+        def __init__(self) -> None:
+            self.flow, self.data_shape, self.device, self.calls = flow, (4,), torch.device("cpu"), []
+
+        def output_distribution(self, theta: torch.Tensor, t: torch.Tensor) -> Categorical:
+            self.calls.append(float(t[0]))
+            one_hot = torch.nn.functional.one_hot(x_star, 3).float()
+            return Categorical((one_hot * 60 - 30).expand(t.shape[0], 4, 3))
+
+    teacher, student = PointMass(), PointMass()
+    x = hybrid_sample(teacher, student, 9, grid_steps=4, student_steps=2, sde_steps=2, order=2,
+                      generator=torch.Generator().manual_seed(0))
+    assert torch.equal(x, x_star.expand(9, 4))
+    path = GaussianPath(flow)
+    grid = student_grid(path, 4)
+    assert student.calls == pytest.approx(grid[:2])
+    lam = path.log_snr(grid[2]), path.log_snr(1.0)
+    assert len(teacher.calls) == 3 and teacher.calls[-1] == 1.0
+    assert teacher.calls[:2] == pytest.approx([grid[2], path.time_at((lam[0] + lam[1]) / 2)])
