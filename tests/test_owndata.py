@@ -175,3 +175,57 @@ def test_a_preset_on_an_array_records_the_inferred_format(tmp_path: Path) -> Non
     assert cfg.data.options == {"path": path, "layout": "NHWC", "kind": "discretized", "dtype": "uint8",
                                 "num_bins": 17, "low": 0, "high": 16}
     assert "channels last (N, H, W, C)" in line
+
+
+def test_a_csv_table_reads_as_rows_with_its_label_column(tmp_path: Path) -> None:
+    """A header row names the columns; a `label` column becomes the labels, integer columns stay integers."""
+    from bfn.data.arrays import read_user_array
+
+    rows = RNG.integers(0, 5, (40, 3))
+    lines = ["a,label,b,c"] + [f"{r[0]},{i % 3},{r[1]},{r[2]}" for i, r in enumerate(rows)]
+    (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
+    assert is_own_data(str(tmp_path / "t.csv"))
+    x, labels, n_train = read_user_array(tmp_path / "t.csv")
+    assert np.issubdtype(x.dtype, np.integer) and np.array_equal(x, rows) and n_train is None
+    assert labels is not None and labels.tolist() == [i % 3 for i in range(40)]
+    floats = RNG.normal(0, 3, (30, 2))
+    text = "\n".join(f"{float(a)!r}\t{float(b)!r}" for a, b in floats)  # no header, tabs
+    (tmp_path / "f.tsv").write_text(text + "\n")
+    x, labels, _ = read_user_array(tmp_path / "f.tsv")
+    assert x.dtype == np.float64 and np.array_equal(x, floats) and labels is None
+    _, line = own_data_config(str(tmp_path / "f.tsv"), [])
+    assert "30 rows of shape (2,)" in line and "continuous" in line
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("1,2\n3\n", "the number of columns changed"),
+    ("a,b\n", "holds no rows of numbers"),
+    ("a,b\n1,x\n", "could not convert string 'x'"),
+    ("a,b,c\n1,2\n", "the header names 3 columns but the rows have 2"),
+    ("label\n1\n2\n", "only a label column"),
+    ("x,y\n1,0.5\n2,1\n", "holds non-integers"),
+])
+def test_a_broken_table_gets_a_one_line_error(tmp_path: Path, text: str, message: str) -> None:
+    from bfn.data.arrays import read_user_array
+
+    (tmp_path / "t.csv").write_text(text)
+    with pytest.raises(DataError) as err:
+        read_user_array(tmp_path / "t.csv")
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.slow
+def test_bfn_train_on_a_csv_file_writes_samples_as_a_csv(tmp_path: Path) -> None:
+    """Two columns of floats with a header: samples go back as a table with that header, in the data's units."""
+    points = RNG.normal(0, 1, (200, 2)) * [10.0, 1.0] + [100.0, -5.0]
+    (tmp_path / "pts.csv").write_text("u,v\n" + "\n".join(f"{a},{b}" for a, b in points) + "\n")
+    args = [sys.executable, "-m", "bfn", "train", "pts.csv", "train.steps=3", "train.threads=1", "sample.n=5",
+            "sample.steps=2", "--no-progress"]
+    proc = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    table = (tmp_path / "runs" / "pts" / "samples.csv").read_text().splitlines()
+    assert table[0] == "u,v" and len(table) == 6
+    samples = np.array([[float(v) for v in row.split(",")] for row in table[1:]])
+    lo, hi = points.min(), points.max()  # one scaling for all values of the file (see the printed line)
+    assert np.all(samples >= lo - 1e-6) and np.all(samples <= hi + 1e-6) and samples.max() > 1  # its units
+    assert (tmp_path / "runs" / "pts" / "samples.png").stat().st_size > 0

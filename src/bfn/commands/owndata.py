@@ -1,4 +1,4 @@
-"""`bfn train DATA` for a user's .npy/.npz file or image folder: a run config that fits the data, chosen from what
+"""`bfn train DATA` for a user's .npy/.npz/.csv file or image folder: a run config that fits the data, chosen from what
 the array shows (layout, data type, bins/classes, labels) and stated in one line; any `key=value` changes it."""
 
 from __future__ import annotations
@@ -10,16 +10,17 @@ from typing import Any
 from bfn.config import RunConfig, merge_overrides
 from bfn.errors import ConfigError
 
-ARRAY_SUFFIXES = (".npy", ".npz")
 IMAGE_SUFFIXES = (".png",)
 OPTION_PREFIX = "data.options."
 
 
 def is_own_data(source: str) -> bool:
-    """Whether `bfn train SOURCE` names user data: an .npy/.npz file, or a folder of PNG images (directly or in
-    class subfolders) without a run's config.yaml."""
+    """Whether `bfn train SOURCE` names user data: an .npy/.npz/.csv/.tsv file, or a folder of PNG images (directly
+    or in class subfolders) without a run's config.yaml."""
+    from bfn.data.arrays import DATA_SUFFIXES
+
     path = Path(source)
-    if path.suffix in ARRAY_SUFFIXES:
+    if path.suffix.lower() in DATA_SUFFIXES:
         return True
     if not path.is_dir() or (path / "config.yaml").exists():
         return False
@@ -36,7 +37,7 @@ def own_data_config(source: str, overrides: list[str] | tuple[str, ...] = ()) ->
 
     path = Path(source).expanduser()
     if not path.exists():
-        raise ConfigError(f"no such file or folder: {source}; give a .npy/.npz file, an image folder, a preset "
+        raise ConfigError(f"no such file or folder: {source}; give a .npy/.npz/.csv file, an image folder, a preset "
                           "or a .yaml config")
     base = RunConfig()
     base.name = path.stem if path.is_file() else path.name
@@ -101,7 +102,10 @@ def _auto_settings(kind: str, layout: str, shape: tuple[int, ...], n_train: int,
         out += ["model.network.name=transformer", "model.layout=sequence",
                 "model.network.kwargs={dim: 128, depth: 3, heads: 4, local_kernel: 3}"]
     else:
-        out += ["model.network.name=mlp", "model.layout=flat", "model.network.kwargs={hidden: 256, depth: 3}"]
+        # an MLP step is cheap (~8,000 examples/s on one core): 10,000 steps take about a minute and put 2-D
+        # samples on the data (two moons: 2,000 steps left them scattered, test NLL 0.67 -> -0.26 nats)
+        out += ["model.network.name=mlp", "model.layout=flat", "model.network.kwargs={hidden: 256, depth: 3}",
+                "train.steps=10000"]
         if kind == "continuous":
             out.append("model.flow.sigma_1=0.01")
     if kind == "discrete":  # beta(1) = 3 for K = 2 (binarized MNIST); 3 / sqrt(K) gives text8's 0.58 for K = 27

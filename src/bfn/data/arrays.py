@@ -1,8 +1,10 @@
-"""User data: a .npy/.npz array or a folder of PNG images, with its data type declared and checked."""
+"""User data: a .npy/.npz array, a numeric .csv/.tsv table or a folder of PNG images, with its data type declared
+and checked."""
 
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,10 @@ from bfn.errors import DataError
 TEST_FRACTION = 0.1
 SPLIT_SEED = 0
 LABEL_KEYS = ("labels", "y")
+CSV_LABEL_COLUMNS = ("labels", "label", "y", "class", "target")
+ARRAY_SUFFIXES = (".npy", ".npz")
+TABLE_SUFFIXES = {".csv": ",", ".tsv": "\t"}  # suffix -> column delimiter
+DATA_SUFFIXES = ARRAY_SUFFIXES + tuple(TABLE_SUFFIXES)
 IMAGE_SUFFIXES = (".png",)
 
 
@@ -40,6 +46,72 @@ def load_array_file(path: Path) -> tuple[np.ndarray, np.ndarray | None, int | No
         raise DataError(f"{path} holds arrays {sorted(arrays)}; name the data array `x` "
                         "(labels: `labels` or `y`)")
     return next(iter(arrays.values())), labels, None
+
+
+def load_table_file(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """Rows of a numeric .csv (comma) or .tsv (tab) table as [N, D] examples, and labels if a header row names a
+    column `label(s)`, `y`, `class` or `target`. Columns whose values are all integers give an integer array (so
+    that few distinct values read as discrete or discretized data, as for an integer .npy)."""
+    delimiter = TABLE_SUFFIXES[path.suffix.lower()]
+    try:
+        with open(path, encoding="utf-8") as f:
+            first = f.readline()
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"cannot read {path} ({str(err).splitlines()[0]}); give a UTF-8 text table of "
+                        "numbers") from None
+    names = [c.strip().strip('"').strip() for c in first.rstrip("\r\n").split(delimiter)]
+    try:
+        [float(c) for c in names]
+        header: list[str] | None = None
+    except ValueError:
+        header = names
+    try:
+        with warnings.catch_warnings():  # an empty table is reported below, not warned about
+            warnings.simplefilter("ignore", UserWarning)
+            table = np.loadtxt(path, delimiter=delimiter, skiprows=0 if header is None else 1, ndmin=2,
+                               dtype=np.float64)
+    except ValueError as err:
+        reason = str(err).splitlines()[0].split(";")[0]
+        raise DataError(f"{path}: {reason}; every row needs the same number of numeric columns (one optional "
+                        "header row of column names)") from None
+    if table.shape[0] == 0:
+        raise DataError(f"{path} holds no rows of numbers; one row per example")
+    labels = None
+    if header is not None:
+        if len(header) != table.shape[1]:
+            raise DataError(f"{path}: the header names {len(header)} columns but the rows have {table.shape[1]}")
+        found = [i for i, name in enumerate(header) if name.lower() in CSV_LABEL_COLUMNS]
+        if found:
+            labels = table[:, found[0]]
+            table = np.delete(table, found[0], axis=1)
+            if not np.all(labels == np.round(labels)):
+                raise DataError(f"{path}: the label column {header[found[0]]!r} holds non-integers; labels are "
+                                "class indices 0, 1, 2, ...")
+            labels = labels.astype(np.int64)
+    if table.shape[1] == 0:
+        raise DataError(f"{path} has only a label column; give the data columns too")
+    if np.all(np.isfinite(table)) and np.all(table == np.round(table)):
+        return table.astype(np.int64), labels
+    return table, labels
+
+
+def save_table(path: Path, rows: np.ndarray, source: Path) -> Path:
+    """Write [N, D] rows as a table in the format of the .csv/.tsv `source` (its delimiter, and its header without
+    the label column when it has one), atomically."""
+    from bfn.utils.io import atomic_write_text
+
+    delimiter = TABLE_SUFFIXES[source.suffix.lower()]
+    with open(source, encoding="utf-8") as f:
+        names = [c.strip().strip('"').strip() for c in f.readline().rstrip("\r\n").split(delimiter)]
+    try:
+        [float(c) for c in names]
+        header = ""
+    except ValueError:
+        header = delimiter.join(c for c in names if c.lower() not in CSV_LABEL_COLUMNS) + "\n"
+    fmt = "%d" if np.issubdtype(rows.dtype, np.integer) else "%.8g"
+    lines = [delimiter.join(fmt % v for v in row) for row in rows.reshape(len(rows), -1)]
+    atomic_write_text(path, header + "\n".join(lines) + "\n")
+    return path
 
 
 def _given_split(path: Path, arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray | None, int]:
@@ -104,20 +176,22 @@ class ArrayDataset(Dataset):
 
 def read_user_array(path: str | os.PathLike[str] | None) -> tuple[np.ndarray, np.ndarray | None, int | None]:
     """(data, labels or None, number of training examples when the file gives its own split, else None) of a
-    .npy/.npz file or an image folder (images as [N, C, H, W] uint8)."""
+    .npy/.npz file, a .csv/.tsv table or an image folder (images as [N, C, H, W] uint8)."""
     if path is None:
-        raise DataError("the array dataset needs path= a .npy/.npz file or a folder of PNG images")
+        raise DataError("the array dataset needs path= a .npy/.npz or .csv file or a folder of PNG images")
     path = Path(path).expanduser()
     if not path.exists():
-        raise DataError(f"no such file or folder: {path}; give path= a .npy/.npz file or a folder of PNG "
-                        "images")
+        raise DataError(f"no such file or folder: {path}; give path= a .npy/.npz or .csv file or a folder of "
+                        "PNG images")
     n_train = None
     if path.is_dir():
         x, labels = load_image_folder(path)
-    elif path.suffix in (".npy", ".npz"):
+    elif path.suffix in ARRAY_SUFFIXES:
         x, labels, n_train = load_array_file(path)
+    elif path.suffix.lower() in TABLE_SUFFIXES:
+        x, labels = load_table_file(path)
     else:
-        raise DataError(f"{path} is not a .npy/.npz file or a folder; convert it with numpy.save")
+        raise DataError(f"{path} is not a .npy/.npz/.csv/.tsv file or a folder; convert it with numpy.save")
     if x.ndim == 0:
         raise DataError(f"{path} holds a single value, not an array of examples; save an array [N, ...] with one "
                         "row per example")

@@ -212,7 +212,7 @@ REGISTRY: dict[str, Entry] = {
         _load_shakespeare, ("seq_len", "stride"), ("train", "valid", "test")),
     "array": Entry(
         _spec("array", "continuous", ()),
-        "your data: path= a .npy/.npz file or PNG folder; layout, kind, bins/classes and range are inferred "
+        "your data: path= a .npy/.npz/.csv file or PNG folder; layout, kind, bins/classes and range are inferred "
         "(or set: layout, kind, num_bins, num_classes, values, low, high); 90/10 split unless x_train/x_test",
         _always, _load_array, ("path", "kind", "num_bins", "num_classes", "layout", "values", "low", "high",
                                "dtype")),

@@ -72,7 +72,8 @@ def own_data_report(run_dir: Path, cfg: Any, model: Any, x: torch.Tensor, *, dev
     import numpy as np
 
     from bfn.data import load_dataset
-    from bfn.evaluation.nll import evaluate_nll
+    from bfn.data.arrays import TABLE_SUFFIXES, save_table
+    from bfn.evaluation.nll import evaluate_nll, materialize
     from bfn.utils.io import atomic_write
     from bfn.viz.grid import save_sample_grid
 
@@ -84,12 +85,22 @@ def own_data_report(run_dir: Path, cfg: Any, model: Any, x: torch.Tensor, *, dev
             np.save(f, user)
 
     atomic_write(run_dir / "samples.npy", write)
-    picture = save_sample_grid(x, run_dir / "samples.png", kind=data.kind, num_bins=data.num_bins,
-                               num_classes=data.classes)
-    lo, hi = (user.min(), user.max()) if user.size else (0, 0)
-    out: dict[str, Any] = {"samples": f"{run_dir / 'samples.npy'} {tuple(user.shape)} {user.dtype}, values "
-                                      f"{lo:.4g}..{hi:.4g} (your layout and range); picture {picture}"}
+    written = f"{run_dir / 'samples.npy'}"
+    source = Path(str(cfg.data.options.get("path", "")))
+    if source.suffix.lower() in TABLE_SUFFIXES and user.ndim == 2:
+        written += f" and {save_table(run_dir / 'samples.csv', user, source)}"
     test, _ = load_dataset(cfg.data.name, "test", root=cfg.data.root, **cfg.data.options)
+    if x.ndim == 2 and data.kind != "discrete":  # vectors: a scatter plot in your units, over test examples
+        shown = torch.as_tensor(user.astype(np.float64))
+        reference = torch.as_tensor(user_samples(cfg, materialize(test, limit=2000, seed=seed)).astype(np.float64))
+        picture = save_sample_grid(shown, run_dir / "samples.png", kind=data.kind, data=reference,
+                                   title=f"{len(user)} samples, {len(reference)} test examples")
+    else:
+        picture = save_sample_grid(x, run_dir / "samples.png", kind=data.kind, num_bins=data.num_bins,
+                                   num_classes=data.classes)
+    lo, hi = (user.min(), user.max()) if user.size else (0, 0)
+    out: dict[str, Any] = {"samples": f"{written} {tuple(user.shape)} {user.dtype}, values "
+                                      f"{lo:.4g}..{hi:.4g} (your layout and range); picture {picture}"}
     if model.capabilities.likelihood != "none":
         result = evaluate_nll(model, test, steps=["inf"], repeats=1, seed=seed, device=device, limit=limit)
         res = result["results"]["inf"]
