@@ -229,3 +229,9 @@ def test_bfn_train_on_a_csv_file_writes_samples_as_a_csv(tmp_path: Path) -> None
     lo, hi = points.min(), points.max()  # one scaling for all values of the file (see the printed line)
     assert np.all(samples >= lo - 1e-6) and np.all(samples <= hi + 1e-6) and samples.max() > 1  # its units
     assert (tmp_path / "runs" / "pts" / "samples.png").stat().st_size > 0
+    proc = subprocess.run([sys.executable, "-m", "bfn", "sample", "runs/pts", "--n", "4", "--steps", "2"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    again = np.load(tmp_path / "runs" / "pts" / "samples_paper_2.npy")
+    assert again.shape == (4, 2) and again.max() > 1  # the user's units, not the model's [-1, 1]
+    assert (tmp_path / "runs" / "pts" / "samples_paper_2.png").stat().st_size > 0

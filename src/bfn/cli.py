@@ -31,10 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("train", help="train a model on your .npy/.npz/.csv file or image folder, or from a preset, a YAML "
-                                     "file or a run directory", formatter_class=HelpFormatter)
-    p.add_argument("config", help="your data (.npy/.npz/.csv file or folder of PNG images: the model is chosen for it), "
-                                  "a preset name (see `bfn presets`), a .yaml file, or a run directory to resume")
+    p = sub.add_parser("train", help="train a model on your .npy/.npz/.csv file or image folder, or from a preset, "
+                                     "a YAML file or a run directory", formatter_class=HelpFormatter)
+    p.add_argument("config", help="your data (.npy/.npz/.csv file or folder of PNG images: the model is chosen for "
+                                  "it), a preset name (see `bfn presets`), a .yaml file, or a run directory to resume")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.steps=500")
     p.add_argument("--out", default=None, help="run directory (default: runs/<preset name>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")

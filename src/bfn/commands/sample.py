@@ -115,17 +115,20 @@ def run(args: argparse.Namespace) -> int:
         print(path.read_text(), end="")
         print(f"wrote {path}")
         return 0
-    save_sample_grid(x, out, kind=data.kind, num_bins=data.num_bins, num_classes=data.classes)
-    values, note = x.cpu().numpy(), ""
+    values, note, drawn = x.cpu().numpy(), "", False
     if (Path(args.run) / "config.yaml").is_file() and args.final != "mean":
         from bfn.config import load_config
 
         cfg = load_config(str(Path(args.run) / "config.yaml"))
         if cfg.data.name == "array":  # the user's own data: back to their layout, dtype and values
-            from bfn.evaluation.report import user_samples
+            from bfn.evaluation.report import save_own_data_picture, user_samples
 
             values = user_samples(cfg, x)
             note = f" ({tuple(values.shape)} {values.dtype}: the layout and values of {cfg.data.options['path']})"
+            save_own_data_picture(cfg, data, x, values, out, seed=args.seed)
+            drawn = True
+    if not drawn:
+        save_sample_grid(x, out, kind=data.kind, num_bins=data.num_bins, num_classes=data.classes)
 
     def write_npy(tmp: str) -> None:
         with open(tmp, "wb") as f:

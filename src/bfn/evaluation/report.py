@@ -65,6 +65,26 @@ def user_samples(cfg: Any, x: torch.Tensor) -> Any:
     return user_format(options.pop("path", None), options).to_user(x)
 
 
+def save_own_data_picture(cfg: Any, data: Any, x: torch.Tensor, user: Any, path: Path, *, seed: int = 0) -> Path:
+    """The picture of samples `x` (model format; `user`: the same in the user's format) of a run on the user's
+    own data: vectors as a scatter plot (histogram for one column) in the user's units over up to 2,000 test
+    examples, everything else as `save_sample_grid` draws it."""
+    import numpy as np
+
+    from bfn.data import load_dataset
+    from bfn.evaluation.nll import materialize
+    from bfn.viz.grid import save_sample_grid
+
+    if x.ndim != 2 or data.kind == "discrete":
+        return save_sample_grid(x, path, kind=data.kind, num_bins=data.num_bins, num_classes=data.classes)
+    test, _ = load_dataset(cfg.data.name, "test", root=cfg.data.root, **cfg.data.options)
+    shown = torch.as_tensor(np.asarray(user, dtype=np.float64).reshape(len(user), -1))
+    reference = user_samples(cfg, materialize(test, limit=2000, seed=seed))
+    reference_t = torch.as_tensor(np.asarray(reference, dtype=np.float64).reshape(len(reference), -1))
+    return save_sample_grid(shown, path, kind=data.kind, data=reference_t,
+                            title=f"{len(shown)} samples, {len(reference_t)} test examples")
+
+
 def own_data_report(run_dir: Path, cfg: Any, model: Any, x: torch.Tensor, *, device: str, seed: int,
                     limit: int = 500) -> dict[str, Any]:
     """Samples in the user's format (samples.npy + a picture) and the NLL bound L^inf + L^r on (at most `limit`)
@@ -73,9 +93,8 @@ def own_data_report(run_dir: Path, cfg: Any, model: Any, x: torch.Tensor, *, dev
 
     from bfn.data import load_dataset
     from bfn.data.arrays import TABLE_SUFFIXES, save_table
-    from bfn.evaluation.nll import evaluate_nll, materialize
+    from bfn.evaluation.nll import evaluate_nll
     from bfn.utils.io import atomic_write
-    from bfn.viz.grid import save_sample_grid
 
     data = model.data
     user = user_samples(cfg, x)
@@ -90,14 +109,7 @@ def own_data_report(run_dir: Path, cfg: Any, model: Any, x: torch.Tensor, *, dev
     if source.suffix.lower() in TABLE_SUFFIXES and user.ndim == 2:
         written += f" and {save_table(run_dir / 'samples.csv', user, source)}"
     test, _ = load_dataset(cfg.data.name, "test", root=cfg.data.root, **cfg.data.options)
-    if x.ndim == 2 and data.kind != "discrete":  # vectors: a scatter plot in your units, over test examples
-        shown = torch.as_tensor(user.astype(np.float64))
-        reference = torch.as_tensor(user_samples(cfg, materialize(test, limit=2000, seed=seed)).astype(np.float64))
-        picture = save_sample_grid(shown, run_dir / "samples.png", kind=data.kind, data=reference,
-                                   title=f"{len(user)} samples, {len(reference)} test examples")
-    else:
-        picture = save_sample_grid(x, run_dir / "samples.png", kind=data.kind, num_bins=data.num_bins,
-                                   num_classes=data.classes)
+    picture = save_own_data_picture(cfg, data, x, user, run_dir / "samples.png", seed=seed)
     lo, hi = (user.min(), user.max()) if user.size else (0, 0)
     out: dict[str, Any] = {"samples": f"{written} {tuple(user.shape)} {user.dtype}, values "
                                       f"{lo:.4g}..{hi:.4g} (your layout and range); picture {picture}"}
