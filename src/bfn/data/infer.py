@@ -37,7 +37,8 @@ class UserFormat:
         num_bins: K of discretized data: integer values low..high fall into K equal bins.
         values: the original values of classes 0..K-1 of discrete data (sorted).
         low, high: the value range: discretized data span the integers low..high; continuous data are mapped from
-            [low, high] to [-1, 1] (None: used as they are).
+            [low, high] to [-1, 1] (None: used as they are); for continuous vectors (layout ND) one range per
+            column (lists of D values), so that columns in different units each fill [-1, 1].
         dtype: numpy dtype name of the user's array (samples are cast back to it).
     """
 
@@ -45,8 +46,8 @@ class UserFormat:
     kind: str
     num_bins: int | None = None
     values: list[int] | None = None
-    low: float | None = None
-    high: float | None = None
+    low: float | list[float] | None = None
+    high: float | list[float] | None = None
     dtype: str = "float32"
     notes: list[str] = field(default_factory=list, compare=False)
 
@@ -57,7 +58,8 @@ class UserFormat:
         if self.kind == "discrete":
             return torch.from_numpy(_class_indices(x, self.values))
         if self.kind == "discretized":
-            return torch.from_numpy(_bin_centres(x, self.bins, self.low, self.high))
+            low, high = self.range if self.low is not None else (None, None)
+            return torch.from_numpy(_bin_centres(x, self.bins, low, high))
         return torch.from_numpy(_scale(x, self.low, self.high))
 
     @property
@@ -68,9 +70,17 @@ class UserFormat:
 
     @property
     def range(self) -> tuple[float, float]:
-        """(low, high) where a range is set."""
-        assert self.low is not None and self.high is not None, "the range is set"
+        """(low, high) where one range is set for all values."""
+        assert isinstance(self.low, int | float) and isinstance(self.high, int | float), "one range is set"
         return self.low, self.high
+
+    def scales(self, dims: int) -> np.ndarray:
+        """The factor s of x = m + s x' from the model's [-1, 1] back to the user's units, per value of an example
+        of `dims` values (all 1 without a range): -ln p(x) = -ln p(x') + sum ln s."""
+        if self.low is None or self.high is None:
+            return np.ones(dims)
+        half = (np.asarray(self.high, np.float64) - np.asarray(self.low, np.float64)) / 2
+        return np.tile(half, dims // half.size) if half.ndim else np.full(dims, half)
 
     # --- model -> user --------------------------------------------------------------------------------------
     def to_user(self, x: torch.Tensor) -> np.ndarray:
@@ -89,11 +99,11 @@ class UserFormat:
                 out = low + np.floor((k + 0.5) * (high - low + 1) / bins)
         else:
             v = a.double().numpy()
-            if self.low is None:
+            if self.low is None or self.high is None:
                 out = v
-            else:
-                low, high = self.range
-                out = (v + 1) / 2 * (high - low) + low
+            else:  # scalars, or one range per column (the last axis of vectors)
+                lo, hi = np.asarray(self.low, np.float64), np.asarray(self.high, np.float64)
+                out = (v + 1) / 2 * (hi - lo) + lo
         out = from_channels_first(out, self.layout)
         dtype = np.dtype(self.dtype)
         if dtype.kind in "iub":
@@ -126,8 +136,13 @@ class UserFormat:
                 return f"discretized, {self.num_bins} bins (bin centres in [-1, 1])"
             low, high = self.range
             return f"discretized, {self.num_bins} bins for the integers {_num(low)}..{_num(high)}"
-        if self.low is None:
+        if self.low is None or self.high is None:
             return "continuous (values used as they are)"
+        if isinstance(self.low, list) and isinstance(self.high, list):
+            shown = ", ".join(f"[{_num(lo)}, {_num(hi)}]" for lo, hi in zip(self.low[:3], self.high[:3], strict=True))
+            more = ", ..." if len(self.low) > 3 else ""
+            return (f"continuous, each of the {len(self.low)} columns scaled to [-1, 1] from its range ({shown}"
+                    f"{more}; samples are mapped back)")
         low, high = self.range
         return f"continuous, values in [{_num(low)}, {_num(high)}] scaled to [-1, 1] (samples are mapped back)"
 
@@ -218,7 +233,8 @@ def infer_format(x: np.ndarray, options: dict[str, Any] | None = None) -> UserFo
     - integer images: discretized, one bin per integer from min(0, min) to the max (uint8 with values above 127:
       0..255, 256 bins);
     - other integers: discrete with one class per distinct value, up to 256 classes; beyond that continuous;
-    - floats: continuous, scaled from [min, max] to [-1, 1] when they leave [-1, 1].
+    - floats: continuous, scaled from [min, max] to [-1, 1] when they leave [-1, 1] (vectors [N, D]: each column
+      from its own [min, max]).
     """
     opts = {k: v for k, v in (options or {}).items() if v is not None}
     check_numeric(x)
@@ -247,14 +263,36 @@ def infer_format(x: np.ndarray, options: dict[str, Any] | None = None) -> UserFo
         if bins < 2:
             raise DataError(f"the data holds one value only ({low:.4g}); nothing to learn")
         return UserFormat(layout, kind, num_bins=bins, low=low, high=high, dtype=dtype)
-    low, high = opts.get("low"), opts.get("high")  # type: ignore[assignment]
-    if low is None or high is None:
+    low_opt, high_opt = opts.get("low"), opts.get("high")
+    if low_opt is None or high_opt is None:
         lo, hi = float(x.min()), float(x.max())
-        low, high = (lo, hi) if (lo < -1 or hi > 1) else (None, None)
-        if low is not None and low == high:
+        if lo == hi:
             raise DataError(f"the data holds one value only ({lo:.4g}); nothing to learn")
-    return UserFormat(layout, "continuous", low=None if low is None else float(low),
-                      high=None if high is None else float(high), dtype=dtype)
+        if layout == "ND" and x.shape[1] > 1 and (lo < -1 or hi > 1):
+            col_low, col_high = _column_ranges(x)
+            return UserFormat(layout, "continuous", low=col_low, high=col_high, dtype=dtype)
+        low_opt, high_opt = (lo, hi) if (lo < -1 or hi > 1) else (None, None)
+    return UserFormat(layout, "continuous", low=_range_value(low_opt), high=_range_value(high_opt), dtype=dtype)
+
+
+def _column_ranges(x: np.ndarray) -> tuple[list[float], list[float]]:
+    """Each column's [min, max] (a constant column: its value +- 1), for continuous vectors [N, D]."""
+    lo, hi = x.min(axis=0).astype(np.float64), x.max(axis=0).astype(np.float64)
+    flat = lo == hi
+    lo[flat], hi[flat] = lo[flat] - 1, hi[flat] + 1
+    return [float(v) for v in lo], [float(v) for v in hi]
+
+
+def _range_value(v: Any) -> float | list[float] | None:
+    """A declared (or saved) low/high: None, a number, or one number per column."""
+    if v is None:
+        return None
+    if isinstance(v, int | float) and not isinstance(v, bool):
+        return float(v)
+    try:
+        return [float(e) for e in v]
+    except (TypeError, ValueError):
+        raise DataError(f"data.options.low/high must be numbers (or one per column), got {v!r}") from None
 
 
 def check_numeric(x: np.ndarray) -> None:
@@ -358,8 +396,13 @@ def _bin_centres(x: np.ndarray, num_bins: int, low: float | None, high: float | 
     return centres[k].astype(np.float32)
 
 
-def _scale(x: np.ndarray, low: float | None, high: float | None) -> np.ndarray:
+def _scale(x: np.ndarray, low: float | list[float] | None, high: float | list[float] | None) -> np.ndarray:
+    """[low, high] -> [-1, 1]: one range, or one per column (the last axis)."""
     v = x.astype(np.float64)
     if low is not None and high is not None:
-        v = 2 * (v - low) / (high - low) - 1
+        lo, hi = np.asarray(low, np.float64), np.asarray(high, np.float64)
+        if lo.ndim and (v.ndim != 2 or v.shape[-1] != lo.size):
+            raise DataError(f"data.options.low/high give {lo.size} column ranges, but the data has shape "
+                            f"{x.shape}; give one number each or one per column of (N, D) vectors")
+        v = 2 * (v - lo) / (hi - lo) - 1
     return v.astype(np.float32)

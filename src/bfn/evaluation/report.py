@@ -4,7 +4,6 @@ to the data distribution."""
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +91,7 @@ def own_data_report(run_dir: Path, cfg: Any, model: Any, x: torch.Tensor, *, dev
     import numpy as np
 
     from bfn.data import load_dataset
-    from bfn.data.arrays import TABLE_SUFFIXES, save_table
+    from bfn.data.arrays import TABLE_SUFFIXES, save_table, user_format
     from bfn.evaluation.nll import evaluate_nll
     from bfn.utils.io import atomic_write
 
@@ -119,10 +118,11 @@ def own_data_report(run_dir: Path, cfg: Any, model: Any, x: torch.Tensor, *, dev
         out["test NLL"] = (f"{res['nats']:.3f} ± {res['nats_se']:.3f} nats/example, {res['bits_per_dim']:.4f} bits/dim "
                            f"({res['bound']}, {result['n_examples']} test examples, 1 repeat; more: bfn eval "
                            f"{run_dir} --nll)")
-        opts = cfg.data.options
-        if data.kind == "continuous" and opts.get("low") is not None:
-            # x = m + s x' with s = (high - low) / 2: -ln p(x) = -ln p(x') + D ln s (change of variables)
-            shift = result["dims"] * math.log((opts["high"] - opts["low"]) / 2)
+        options = dict(cfg.data.options)
+        fmt = user_format(options.pop("path", None), options)
+        if data.kind == "continuous" and fmt.low is not None:
+            # x = m + s x' with s = (high - low) / 2 per value: -ln p(x) = -ln p(x') + sum ln s (change of variables)
+            shift = float(np.log(fmt.scales(int(result["dims"]))).sum())
             out["test NLL"] += (f"; in your units (before the scaling to [-1, 1]): {res['nats'] + shift:.3f} "
                                 "nats/example")
         atomic_write_text(run_dir / "eval_quick.json", json.dumps(result, indent=2, default=str))
