@@ -48,23 +48,28 @@ def load_array_file(path: Path) -> tuple[np.ndarray, np.ndarray | None, int | No
     return next(iter(arrays.values())), labels, None
 
 
+def table_header(path: Path) -> list[str] | None:
+    """The column names of a .csv/.tsv table's first row, or None when that row is numbers (no header)."""
+    with open(path, encoding="utf-8") as f:
+        first = f.readline()
+    names = [c.strip().strip('"').strip() for c in first.rstrip("\r\n").split(TABLE_SUFFIXES[path.suffix.lower()])]
+    try:
+        [float(c) for c in names]
+    except ValueError:
+        return names
+    return None
+
+
 def load_table_file(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     """Rows of a numeric .csv (comma) or .tsv (tab) table as [N, D] examples, and labels if a header row names a
     column `label(s)`, `y`, `class` or `target`. Columns whose values are all integers give an integer array (so
     that few distinct values read as discrete or discretized data, as for an integer .npy)."""
     delimiter = TABLE_SUFFIXES[path.suffix.lower()]
     try:
-        with open(path, encoding="utf-8") as f:
-            first = f.readline()
+        header = table_header(path)
     except (OSError, UnicodeDecodeError) as err:
         raise DataError(f"cannot read {path} ({str(err).splitlines()[0]}); give a UTF-8 text table of "
                         "numbers") from None
-    names = [c.strip().strip('"').strip() for c in first.rstrip("\r\n").split(delimiter)]
-    try:
-        [float(c) for c in names]
-        header: list[str] | None = None
-    except ValueError:
-        header = names
     try:
         with warnings.catch_warnings():  # an empty table is reported below, not warned about
             warnings.simplefilter("ignore", UserWarning)
@@ -101,13 +106,8 @@ def save_table(path: Path, rows: np.ndarray, source: Path) -> Path:
     from bfn.utils.io import atomic_write_text
 
     delimiter = TABLE_SUFFIXES[source.suffix.lower()]
-    with open(source, encoding="utf-8") as f:
-        names = [c.strip().strip('"').strip() for c in f.readline().rstrip("\r\n").split(delimiter)]
-    try:
-        [float(c) for c in names]
-        header = ""
-    except ValueError:
-        header = delimiter.join(c for c in names if c.lower() not in CSV_LABEL_COLUMNS) + "\n"
+    names = table_header(source)
+    header = "" if names is None else delimiter.join(c for c in names if c.lower() not in CSV_LABEL_COLUMNS) + "\n"
     fmt = "%d" if np.issubdtype(rows.dtype, np.integer) else "%.8g"
     lines = [delimiter.join(fmt % v for v in row) for row in rows.reshape(len(rows), -1)]
     atomic_write_text(path, header + "\n".join(lines) + "\n")
