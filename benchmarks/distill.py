@@ -3,7 +3,8 @@
     python -m benchmarks.distill TEACHER_RUN STUDENT_RUN [--n 500] [--seeds 0,1,2]
         [--cells student:distilled:1,student:distilled:2,student:distilled:4,teacher:sde2:4,teacher:paper:999]
 
-A cell is ROLE:SAMPLER:STEPS (ROLE = teacher or student). NFE (network evaluations) = STEPS for the distilled
+A cell is ROLE:SAMPLER:STEPS[:FINAL] (ROLE = teacher or student; FINAL = sample (default), mode or mean: what
+the last step returns, see `bfn sample --final`). NFE (network evaluations) = STEPS for the distilled
 sampler, which returns its last evaluation's output, and STEPS + 1 for every other sampler (the final evaluation
 of p_O at t = 1), so teacher:sde2:4 costs 5 NFE and teacher:paper:999 costs 1,000. Each cell draws `--n` samples per
 seed and scores them as benchmarks.samplers does (FID in the features of bfn's MNIST classifier against the
@@ -46,6 +47,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def parse_cells(text: str) -> list[tuple[str, str, int, str]]:
+    """'ROLE:SAMPLER:STEPS[:FINAL],...' -> [(role, sampler, steps, final)] (SystemExit naming a bad cell)."""
+    from bfn.samplers import get_sampler
+
+    cells = []
+    for spec in text.split(","):
+        parts = spec.strip().split(":")
+        role, sampler, steps = (parts + ["", "", ""])[:3]
+        final = parts[3] if len(parts) == 4 else "sample"
+        if len(parts) not in (3, 4) or role not in ("teacher", "student") or final not in ("sample", "mode", "mean") \
+                or not steps.isdigit():
+            raise SystemExit(f"cell {spec!r}: ROLE:SAMPLER:STEPS[:FINAL], role teacher or student, final sample, "
+                             "mode or mean")
+        get_sampler(sampler)
+        cells.append((role, sampler, int(steps), final))
+    return cells
+
+
 def nfe(sampler: str, steps: int) -> int:
     return steps if sampler == "distilled" else steps + 1
 
@@ -56,7 +75,9 @@ def markdown(results: dict[str, Any]) -> str:
     for _key, cell in sorted(results["cells"].items(), key=lambda kv: (kv[1]["nfe"], kv[0])):
         fids = [v["fid"] for v in cell["seeds"].values()]
         sd = statistics.stdev(fids) if len(fids) > 1 else float("nan")
-        lines.append(f"| {cell['role']} | {cell['sampler']} | {cell['nfe']} | {statistics.mean(fids):.2f} | "
+        final = cell.get("final", "sample")
+        sampler = cell["sampler"] + ("" if final == "sample" else f" ({final})")
+        lines.append(f"| {cell['role']} | {sampler} | {cell['nfe']} | {statistics.mean(fids):.2f} | "
                      f"{sd:.2f} | {len(fids)} | {cell['n']} |")
     return "\n".join(lines)
 
@@ -65,16 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     from bfn.evaluation.classifier import load_classifier
     from bfn.evaluation.compare import load_run, reference_images
     from bfn.evaluation.quality import sample_quality
-    from bfn.samplers import get_sampler
-
     args = parse_args(argv)
-    cells = []
-    for spec in args.cells.split(","):
-        role, sampler, steps = spec.strip().split(":")
-        if role not in ("teacher", "student"):
-            raise SystemExit(f"cell {spec!r}: the role must be teacher or student")
-        get_sampler(sampler)
-        cells.append((role, sampler, int(steps)))
+    cells = parse_cells(args.cells)
     seeds = [int(s) for s in args.seeds.split(",")]
     if args.device == "cpu":
         torch.set_num_threads(args.threads)
@@ -88,16 +101,17 @@ def main(argv: list[str] | None = None) -> int:
     results.setdefault("cells", {})
     classifier = load_classifier(device=args.device)
     refs = {seed: reference_images(runs["teacher"], limit=None, seed=seed) for seed in seeds}
-    for role, sampler, steps in cells:
-        key = f"{role}:{sampler}:{steps}"
-        cell = results["cells"].setdefault(key, {"role": role, "sampler": sampler, "steps": steps,
+    for role, sampler, steps, final in cells:
+        key = f"{role}:{sampler}:{steps}" + ("" if final == "sample" else f":{final}")
+        cell = results["cells"].setdefault(key, {"role": role, "sampler": sampler, "steps": steps, "final": final,
                                                  "nfe": nfe(sampler, steps), "n": args.n, "seeds": {}})
         if cell["n"] != args.n:
             cell.update(n=args.n, seeds={})
         for seed in seeds:
             if str(seed) in cell["seeds"]:
                 continue
-            samples, seconds = draw(runs[role], sampler, steps, n=args.n, batch_size=args.batch_size, seed=seed)
+            samples, seconds = draw(runs[role], sampler, steps, n=args.n, batch_size=args.batch_size, seed=seed,
+                                    final=final)
             q = sample_quality(samples, refs[seed], classifier=classifier, seed=seed, device=args.device)
             cell["seeds"][str(seed)] = {"seconds": seconds, **summary(q)}
             print(f"{key:28s} NFE {cell['nfe']:5d} seed {seed}  FID {q['fid']:8.3f}  ({seconds:.0f} s)", flush=True)

@@ -53,13 +53,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def draw(run: Any, sampler: str, steps: int, *, n: int, batch_size: int, seed: int) -> tuple[torch.Tensor, float]:
-    """n samples of `run` as [0, 1] images, and the seconds it took."""
+def draw(run: Any, sampler: str, steps: int, *, n: int, batch_size: int, seed: int,
+         final: str = "sample") -> tuple[torch.Tensor, float]:
+    """n samples of `run` as [0, 1] images, and the seconds it took (`final`: what the last step returns, a draw
+    from the output distribution, its mode or its mean)."""
     from bfn.evaluation.compare import display_samples
 
     gen = torch.Generator(device=next(run.model.parameters()).device).manual_seed(seed)
     t0 = time.perf_counter()
-    chunks = [run.model.sample(min(batch_size, n - i), steps, sampler=sampler, generator=gen)
+    chunks = [run.model.sample(min(batch_size, n - i), steps, sampler=sampler, generator=gen, final=final)
               for i in range(0, n, batch_size)]
     return display_samples(run, torch.cat(chunks)), time.perf_counter() - t0
 

@@ -160,3 +160,14 @@ def test_distill_hybrid_spends_its_evaluations_where_it_says_and_keeps_a_point_m
     lam = path.log_snr(grid[2]), path.log_snr(1.0)
     assert len(teacher.calls) == 3 and teacher.calls[-1] == 1.0
     assert teacher.calls[:2] == pytest.approx([grid[2], path.time_at((lam[0] + lam[1]) / 2)])
+
+
+def test_distill_cells_parse_with_an_optional_final_choice() -> None:
+    from benchmarks.distill import parse_cells
+
+    assert parse_cells("student:distilled:4, teacher:paper:999:mode") == [
+        ("student", "distilled", 4, "sample"), ("teacher", "paper", 999, "mode")]
+    for bad in ("teacher:paper", "pupil:paper:9", "teacher:paper:9:median", "teacher:paper:x",
+                "teacher:paper:9:mode:1"):
+        with pytest.raises(SystemExit, match="ROLE:SAMPLER:STEPS"):
+            parse_cells(bad)
