@@ -193,6 +193,9 @@ def test_a_csv_table_reads_as_rows_with_its_label_column(tmp_path: Path) -> None
     (tmp_path / "f.tsv").write_text(text + "\n")
     x, labels, _ = read_user_array(tmp_path / "f.tsv")
     assert x.dtype == np.float64 and np.array_equal(x, floats) and labels is None
+    (tmp_path / "bom.csv").write_bytes(b"\xef\xbb\xbf" + b"1.5,2\r\n3,4\r\n")  # a spreadsheet's UTF-8 with BOM, CRLF
+    x, labels, _ = read_user_array(tmp_path / "bom.csv")
+    assert x.tolist() == [[1.5, 2.0], [3.0, 4.0]] and labels is None
     _, line = own_data_config(str(tmp_path / "f.tsv"), [])
     assert "30 rows of shape (2,)" in line and "continuous" in line
 

@@ -50,7 +50,7 @@ def load_array_file(path: Path) -> tuple[np.ndarray, np.ndarray | None, int | No
 
 def table_header(path: Path) -> list[str] | None:
     """The column names of a .csv/.tsv table's first row, or None when that row is numbers (no header)."""
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig") as f:  # -sig: the byte-order mark spreadsheets write
         first = f.readline()
     names = [c.strip().strip('"').strip() for c in first.rstrip("\r\n").split(TABLE_SUFFIXES[path.suffix.lower()])]
     try:
@@ -74,7 +74,7 @@ def load_table_file(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
         with warnings.catch_warnings():  # an empty table is reported below, not warned about
             warnings.simplefilter("ignore", UserWarning)
             table = np.loadtxt(path, delimiter=delimiter, skiprows=0 if header is None else 1, ndmin=2,
-                               dtype=np.float64)
+                               dtype=np.float64, encoding="utf-8-sig")
     except ValueError as err:
         reason = str(err).splitlines()[0].split(";")[0]
         raise DataError(f"{path}: {reason}; every row needs the same number of numeric columns (one optional "
