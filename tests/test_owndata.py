@@ -269,3 +269,22 @@ def test_the_nll_in_user_units_is_the_change_of_variables() -> None:
     nll_model = -Normal(0.0, 1.0).log_prob(x_model).sum(1)
     nll_user = -Normal(torch.as_tensor(m), torch.as_tensor(s)).log_prob(torch.as_tensor(x)).sum(1)
     assert torch.allclose(nll_user, nll_model + float(np.log(s).sum()), rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_bfn_eval_on_scaled_own_data_reports_the_nll_in_the_user_units(tmp_path: Path) -> None:
+    """-ln p(x) = -ln p(x') + sum_j ln s_j with s_j half of column j's range: eval.json carries both."""
+    import json
+
+    points = RNG.normal(0, 1, (120, 2)) * [50.0, 0.5] + [10.0, 3.0]
+    np.save(tmp_path / "p.npy", points)
+    args = [sys.executable, "-m", "bfn", "train", "p.npy", "train.steps=3", "train.threads=1", "sample.n=4",
+            "sample.steps=2", "--no-progress"]
+    assert subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=300).returncode == 0
+    proc = subprocess.run([sys.executable, "-m", "bfn", "eval", "runs/p", "--nll", "--steps", "inf"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "in your units" in proc.stdout
+    result = json.loads((tmp_path / "runs" / "p" / "eval.json").read_text())["nll"]
+    shift = float(np.log(np.ptp(points, axis=0) / 2).sum())
+    assert result["user_units_nats"]["inf"] == pytest.approx(result["results"]["inf"]["nats"] + shift, rel=1e-9)

@@ -64,6 +64,20 @@ def user_samples(cfg: Any, x: torch.Tensor) -> Any:
     return user_format(options.pop("path", None), options).to_user(x)
 
 
+def user_units_shift(cfg: Any, kind: str, dims: int) -> float | None:
+    """What turns an NLL of scaled continuous own data into the user's units: x = m + s x' with s = (high - low) / 2
+    per value, so -ln p(x) = -ln p(x') + sum ln s (change of variables); None where nothing was scaled."""
+    import numpy as np
+
+    from bfn.data.arrays import user_format
+
+    if cfg.data.name != "array" or kind != "continuous":
+        return None
+    options = dict(cfg.data.options)
+    fmt = user_format(options.pop("path", None), options)
+    return None if fmt.low is None else float(np.log(fmt.scales(dims)).sum())
+
+
 def save_own_data_picture(cfg: Any, data: Any, x: torch.Tensor, user: Any, path: Path, *, seed: int = 0) -> Path:
     """The picture of samples `x` (model format; `user`: the same in the user's format) of a run on the user's
     own data: vectors as a scatter plot (histogram for one column) in the user's units over up to 2,000 test
@@ -91,7 +105,7 @@ def own_data_report(run_dir: Path, cfg: Any, model: Any, x: torch.Tensor, *, dev
     import numpy as np
 
     from bfn.data import load_dataset
-    from bfn.data.arrays import TABLE_SUFFIXES, save_table, user_format
+    from bfn.data.arrays import TABLE_SUFFIXES, save_table
     from bfn.evaluation.nll import evaluate_nll
     from bfn.utils.io import atomic_write
 
@@ -118,11 +132,8 @@ def own_data_report(run_dir: Path, cfg: Any, model: Any, x: torch.Tensor, *, dev
         out["test NLL"] = (f"{res['nats']:.3f} ± {res['nats_se']:.3f} nats/example, {res['bits_per_dim']:.4f} bits/dim "
                            f"({res['bound']}, {result['n_examples']} test examples, 1 repeat; more: bfn eval "
                            f"{run_dir} --nll)")
-        options = dict(cfg.data.options)
-        fmt = user_format(options.pop("path", None), options)
-        if data.kind == "continuous" and fmt.low is not None:
-            # x = m + s x' with s = (high - low) / 2 per value: -ln p(x) = -ln p(x') + sum ln s (change of variables)
-            shift = float(np.log(fmt.scales(int(result["dims"]))).sum())
+        shift = user_units_shift(cfg, data.kind, int(result["dims"]))
+        if shift is not None:
             out["test NLL"] += (f"; in your units (before the scaling to [-1, 1]): {res['nats'] + shift:.3f} "
                                 "nats/example")
         atomic_write_text(run_dir / "eval_quick.json", json.dumps(result, indent=2, default=str))
