@@ -231,13 +231,14 @@ def run(args: argparse.Namespace) -> int:
               f"{result['wall_seconds']:.1f} s; ± is one standard error over examples (Monte Carlo noise and the "
               "real spread of the examples); MC s.e.: the Monte Carlo standard error of the mean (repeat means)")
         print(nll_table(result))
-        from bfn.evaluation.report import user_units_shift
+        if cfg.data.name == "array":  # the user's own data: continuous values scaled to [-1, 1] for the model
+            from bfn.evaluation.report import own_data_format, user_units_shift
 
-        shift = user_units_shift(cfg, model.data.kind, int(result["dims"]))
-        if shift is not None:  # the user's own continuous data, scaled to [-1, 1] for the model
-            result["user_units_nats"] = {str(k): r["nats"] + shift for k, r in result["results"].items()}
-            print("in your units (before the scaling to [-1, 1]), nats/example: " + ", ".join(
-                f"{r['bound']} {r['nats'] + shift:.3f}" for r in result["results"].values()))
+            shift = user_units_shift(own_data_format(cfg), model.data.kind, int(result["dims"]))
+            if shift is not None:
+                result["user_units_nats"] = {str(k): r["nats"] + shift for k, r in result["results"].items()}
+                print("in your units (before the scaling to [-1, 1]), nats/example: " + ", ".join(
+                    f"{r['bound']} {result['user_units_nats'][str(k)]:.3f}" for k, r in result["results"].items()))
         if protocol is not None:
             from bfn.evaluation.protocol import headline
 

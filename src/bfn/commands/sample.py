@@ -121,11 +121,12 @@ def run(args: argparse.Namespace) -> int:
 
         cfg = load_config(str(Path(args.run) / "config.yaml"))
         if cfg.data.name == "array":  # the user's own data: back to their layout, dtype and values
-            from bfn.evaluation.report import save_own_data_picture, user_samples
+            from bfn.evaluation.report import own_data_format, save_own_data_picture
 
-            values = user_samples(cfg, x)
+            fmt = own_data_format(cfg)
+            values = fmt.to_user(x)
             note = f" ({tuple(values.shape)} {values.dtype}: the layout and values of {cfg.data.options['path']})"
-            save_own_data_picture(cfg, data, x, values, out, seed=args.seed)
+            save_own_data_picture(cfg, fmt, data, x, values, out, seed=args.seed)
             drawn = True
     if not drawn:
         save_sample_grid(x, out, kind=data.kind, num_bins=data.num_bins, num_classes=data.classes)

@@ -60,6 +60,11 @@ def table_header(path: Path) -> list[str] | None:
     return None
 
 
+def label_column(header: list[str]) -> int | None:
+    """The index of a table's label column: the first named `label(s)`, `y`, `class` or `target` (any case)."""
+    return next((i for i, name in enumerate(header) if name.lower() in CSV_LABEL_COLUMNS), None)
+
+
 def load_table_file(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     """Rows of a numeric .csv (comma) or .tsv (tab) table as [N, D] examples, and labels if a header row names a
     column `label(s)`, `y`, `class` or `target`. Columns whose values are all integers give an integer array (so
@@ -85,12 +90,12 @@ def load_table_file(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     if header is not None:
         if len(header) != table.shape[1]:
             raise DataError(f"{path}: the header names {len(header)} columns but the rows have {table.shape[1]}")
-        found = [i for i, name in enumerate(header) if name.lower() in CSV_LABEL_COLUMNS]
-        if found:
-            labels = table[:, found[0]]
-            table = np.delete(table, found[0], axis=1)
+        column = label_column(header)
+        if column is not None:
+            labels = table[:, column]
+            table = np.delete(table, column, axis=1)
             if not np.all(labels == np.round(labels)):
-                raise DataError(f"{path}: the label column {header[found[0]]!r} holds non-integers; labels are "
+                raise DataError(f"{path}: the label column {header[column]!r} holds non-integers; labels are "
                                 "class indices 0, 1, 2, ...")
             labels = labels.astype(np.int64)
     if table.shape[1] == 0:
@@ -103,14 +108,18 @@ def load_table_file(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
 def save_table(path: Path, rows: np.ndarray, source: Path) -> Path:
     """Write [N, D] rows as a table in the format of the .csv/.tsv `source` (its delimiter, and its header without
     the label column when it has one), atomically."""
-    from bfn.utils.io import atomic_write_text
+    from bfn.utils.io import atomic_write
 
     delimiter = TABLE_SUFFIXES[source.suffix.lower()]
     names = table_header(source)
-    header = "" if names is None else delimiter.join(c for c in names if c.lower() not in CSV_LABEL_COLUMNS) + "\n"
+    column = None if names is None else label_column(names)
+    header = "" if names is None else delimiter.join(c for i, c in enumerate(names) if i != column)
     fmt = "%d" if np.issubdtype(rows.dtype, np.integer) else "%.8g"
-    lines = [delimiter.join(fmt % v for v in row) for row in rows.reshape(len(rows), -1)]
-    atomic_write_text(path, header + "\n".join(lines) + "\n")
+
+    def write(tmp: str) -> None:
+        np.savetxt(tmp, rows.reshape(len(rows), -1), fmt=fmt, delimiter=delimiter, header=header, comments="")
+
+    atomic_write(path, write)
     return path
 
 

@@ -268,10 +268,11 @@ def infer_format(x: np.ndarray, options: dict[str, Any] | None = None) -> UserFo
         lo, hi = float(x.min()), float(x.max())
         if lo == hi:
             raise DataError(f"the data holds one value only ({lo:.4g}); nothing to learn")
-        if layout == "ND" and x.shape[1] > 1 and (lo < -1 or hi > 1):
+        scaled = lo < -1 or hi > 1
+        if scaled and layout == "ND" and x.shape[1] > 1:
             col_low, col_high = _column_ranges(x)
             return UserFormat(layout, "continuous", low=col_low, high=col_high, dtype=dtype)
-        low_opt, high_opt = (lo, hi) if (lo < -1 or hi > 1) else (None, None)
+        low_opt, high_opt = (lo, hi) if scaled else (None, None)
     return UserFormat(layout, "continuous", low=_range_value(low_opt), high=_range_value(high_opt), dtype=dtype)
 
 

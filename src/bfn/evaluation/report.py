@@ -55,33 +55,37 @@ def post_train_report(run_dir: str | Path, *, device: str = "cpu", seed: int = 0
     return out
 
 
+def own_data_format(cfg: Any) -> Any:
+    """The `UserFormat` of a run on the user's own data (`data.name=array`): how its model-format values map back
+    to the user's layout, value range and dtype (reads the user's file once)."""
+    from bfn.data.arrays import user_format
+
+    options = dict(cfg.data.options)
+    return user_format(options.pop("path", None), options)
+
+
 def user_samples(cfg: Any, x: torch.Tensor) -> Any:
     """Model-format samples of a run on the user's own data (`data.name=array`), as a numpy array in the user's
     layout, value range and dtype."""
-    from bfn.data.arrays import user_format
-
-    options = dict(cfg.data.options)
-    return user_format(options.pop("path", None), options).to_user(x)
+    return own_data_format(cfg).to_user(x)
 
 
-def user_units_shift(cfg: Any, kind: str, dims: int) -> float | None:
-    """What turns an NLL of scaled continuous own data into the user's units: x = m + s x' with s = (high - low) / 2
-    per value, so -ln p(x) = -ln p(x') + sum ln s (change of variables); None where nothing was scaled."""
+def user_units_shift(fmt: Any, kind: str, dims: int) -> float | None:
+    """What turns an NLL of scaled continuous own data (format `fmt`) into the user's units: x = m + s x' with
+    s = (high - low) / 2 per value, so -ln p(x) = -ln p(x') + sum ln s (change of variables); None where nothing
+    was scaled."""
     import numpy as np
 
-    from bfn.data.arrays import user_format
-
-    if cfg.data.name != "array" or kind != "continuous":
+    if kind != "continuous" or fmt.low is None:
         return None
-    options = dict(cfg.data.options)
-    fmt = user_format(options.pop("path", None), options)
-    return None if fmt.low is None else float(np.log(fmt.scales(dims)).sum())
+    return float(np.log(fmt.scales(dims)).sum())
 
 
-def save_own_data_picture(cfg: Any, data: Any, x: torch.Tensor, user: Any, path: Path, *, seed: int = 0) -> Path:
-    """The picture of samples `x` (model format; `user`: the same in the user's format) of a run on the user's
-    own data: vectors as a scatter plot (histogram for one column) in the user's units over up to 2,000 test
-    examples, everything else as `save_sample_grid` draws it."""
+def save_own_data_picture(cfg: Any, fmt: Any, data: Any, x: torch.Tensor, user: Any, path: Path, *, seed: int = 0,
+                          test: Any = None) -> Path:
+    """The picture of samples `x` (model format; `user`: the same in the user's format `fmt`) of a run on the
+    user's own data: vectors as a scatter plot (histogram for one column) in the user's units over up to 2,000
+    examples of the test split (`test`, loaded when not given), everything else as `save_sample_grid` draws it."""
     import numpy as np
 
     from bfn.data import load_dataset
@@ -90,9 +94,10 @@ def save_own_data_picture(cfg: Any, data: Any, x: torch.Tensor, user: Any, path:
 
     if x.ndim != 2 or data.kind == "discrete":
         return save_sample_grid(x, path, kind=data.kind, num_bins=data.num_bins, num_classes=data.classes)
-    test, _ = load_dataset(cfg.data.name, "test", root=cfg.data.root, **cfg.data.options)
+    if test is None:
+        test, _ = load_dataset(cfg.data.name, "test", root=cfg.data.root, **cfg.data.options)
     shown = torch.as_tensor(np.asarray(user, dtype=np.float64).reshape(len(user), -1))
-    reference = user_samples(cfg, materialize(test, limit=2000, seed=seed))
+    reference = fmt.to_user(materialize(test, limit=2000, seed=seed))
     reference_t = torch.as_tensor(np.asarray(reference, dtype=np.float64).reshape(len(reference), -1))
     return save_sample_grid(shown, path, kind=data.kind, data=reference_t,
                             title=f"{len(shown)} samples, {len(reference_t)} test examples")
@@ -110,7 +115,8 @@ def own_data_report(run_dir: Path, cfg: Any, model: Any, x: torch.Tensor, *, dev
     from bfn.utils.io import atomic_write
 
     data = model.data
-    user = user_samples(cfg, x)
+    fmt = own_data_format(cfg)
+    user = fmt.to_user(x)
 
     def write(tmp: str) -> None:
         with open(tmp, "wb") as f:
@@ -122,7 +128,7 @@ def own_data_report(run_dir: Path, cfg: Any, model: Any, x: torch.Tensor, *, dev
     if source.suffix.lower() in TABLE_SUFFIXES and user.ndim == 2:
         written += f" and {save_table(run_dir / 'samples.csv', user, source)}"
     test, _ = load_dataset(cfg.data.name, "test", root=cfg.data.root, **cfg.data.options)
-    picture = save_own_data_picture(cfg, data, x, user, run_dir / "samples.png", seed=seed)
+    picture = save_own_data_picture(cfg, fmt, data, x, user, run_dir / "samples.png", seed=seed, test=test)
     lo, hi = (user.min(), user.max()) if user.size else (0, 0)
     out: dict[str, Any] = {"samples": f"{written} {tuple(user.shape)} {user.dtype}, values "
                                       f"{lo:.4g}..{hi:.4g} (your layout and range); picture {picture}"}
@@ -132,7 +138,7 @@ def own_data_report(run_dir: Path, cfg: Any, model: Any, x: torch.Tensor, *, dev
         out["test NLL"] = (f"{res['nats']:.3f} ± {res['nats_se']:.3f} nats/example, {res['bits_per_dim']:.4f} bits/dim "
                            f"({res['bound']}, {result['n_examples']} test examples, 1 repeat; more: bfn eval "
                            f"{run_dir} --nll)")
-        shift = user_units_shift(cfg, data.kind, int(result["dims"]))
+        shift = user_units_shift(fmt, data.kind, int(result["dims"]))
         if shift is not None:
             out["test NLL"] += (f"; in your units (before the scaling to [-1, 1]): {res['nats'] + shift:.3f} "
                                 "nats/example")
