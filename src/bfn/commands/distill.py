@@ -23,6 +23,11 @@ DEFAULTS = ["train.steps=600", "train.lr=0.0002", "train.warmup_steps=50", "trai
             "sample.steps=4"]
 
 
+#: the critic's weight by default, and the total trainer steps when it is on (600 of trajectories alone, then 400)
+ADVERSARIAL = 1.0
+ADVERSARIAL_STEPS = "train.steps=1000"
+
+
 def register(subparsers: Any) -> None:
     """Add the `distill` subcommand."""
     p = subparsers.add_parser("distill", help="distill a trained BFN into a student that samples in 1-4 steps",
@@ -37,6 +42,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("--substeps", type=int, default=8, help="teacher ODE steps per student interval (default 8)")
     p.add_argument("--trajectories", type=int, default=1024, help="teacher trajectories to learn from (default 1024)")
     p.add_argument("--seed", type=int, default=0, help="seed of the teacher's initial draws (default 0)")
+    p.add_argument("--adversarial", type=float, default=ADVERSARIAL,
+                   help=f"weight of a critic that tells the student's samples from the training data (Sauer et al. "
+                        f"2023); 0 turns it off (default {ADVERSARIAL})")
+    p.add_argument("--adversarial-start", type=int, default=600,
+                   help="trainer steps of trajectory distillation before the critic joins (default 600)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="device")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--debug", action="store_true", help="show the full traceback on errors")
@@ -57,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
         read_settings,
         student_setup,
         teacher_pass,
+        training_data,
         write_settings,
     )
 
@@ -73,8 +84,10 @@ def run(args: argparse.Namespace) -> int:
             raise CheckpointError(f"{out} already holds a distillation; add --resume to continue it, or choose "
                                   "another --out directory")
         settings = DistillSettings(teacher=str(teacher_dir), steps=args.student_steps, substeps=args.substeps,
-                                   trajectories=args.trajectories, seed=args.seed).check()
-    cfg = load_config(str(teacher_dir / "config.yaml"), [*DEFAULTS, *args.overrides])
+                                   trajectories=args.trajectories, seed=args.seed, adversarial=args.adversarial,
+                                   adversarial_start=args.adversarial_start).check()
+    extra = [ADVERSARIAL_STEPS] if settings.adversarial > 0 else []
+    cfg = load_config(str(teacher_dir / "config.yaml"), [*DEFAULTS, *extra, *args.overrides])
     cfg.name = out.name
     cpu = args.device == "cpu" or (args.device == "auto" and not torch.cuda.is_available())
     if cfg.train.threads and cpu:
@@ -84,9 +97,10 @@ def run(args: argparse.Namespace) -> int:
         if not args.resume:
             write_settings(out, settings)
         teacher_pass(teacher, out, settings, progress=not args.no_progress)
+    reals = training_data(cfg) if settings.adversarial > 0 else None
     resume = args.resume and (out / STATE_NAME).exists()
     result = train(cfg, out, resume=resume, device=args.device, progress=not args.no_progress,
-                   setup=lambda: student_setup(teacher.cpu(), out, settings))
+                   setup=lambda: student_setup(teacher.cpu(), out, settings, reals))
     print(f"distilled {result.step} steps in {result.wall_seconds:.1f} s (training; the teacher pass comes before); "
           f"student: {out}. Sample it with: bfn sample {out} --sampler distilled --steps {settings.steps}")
     return 0

@@ -16,6 +16,8 @@ On a model that was not distilled this sampler runs but is poor (one evaluation 
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -33,12 +35,11 @@ def student_grid(path: GaussianPath, steps: int) -> list[float]:
     return [path.time_at(start + (end - start) * j / steps) for j in range(steps)] + [1.0]
 
 
-@torch.no_grad()
-def distilled_sampler(flow: BayesianFlow, output_fn: OutputFn, shape: tuple[int, ...], steps: int, *,
-                      generator: torch.Generator | None = None, callback: Callback | None = None,
-                      device: torch.device | str | None = None, final: FinalChoice = "sample") -> Tensor:
-    """Few-step sampler of a distilled student: `steps` network evaluations on `student_grid`, first-order ODE
-    steps between them, the last evaluation's output distribution as the result."""
+def student_output(flow: BayesianFlow, output_fn: OutputFn, shape: tuple[int, ...], steps: int, *,
+                   generator: torch.Generator | None = None, callback: Callback | None = None,
+                   device: torch.device | str | None = None) -> Any:
+    """The last evaluation's output distribution p_O after `steps` evaluations on `student_grid` with first-order
+    ODE steps between them; differentiable in the network (adversarial distillation backpropagates through it)."""
     path = GaussianPath(flow)
     grid = student_grid(path, steps)
     batch = shape[0]
@@ -50,6 +51,16 @@ def distilled_sampler(flow: BayesianFlow, output_fn: OutputFn, shape: tuple[int,
         if callback is not None:
             callback(StepInfo(i=i + 1, n=steps, t=t, theta=theta, output=output))
         if i == steps - 1:
-            return final_value(output, final, generator)
+            return output
         z = solver_step(z, path.data_estimate(output), path=path, t=t, s=s, stochastic=False)
     raise AssertionError("unreachable")  # the loop returns at its last step
+
+
+@torch.no_grad()
+def distilled_sampler(flow: BayesianFlow, output_fn: OutputFn, shape: tuple[int, ...], steps: int, *,
+                      generator: torch.Generator | None = None, callback: Callback | None = None,
+                      device: torch.device | str | None = None, final: FinalChoice = "sample") -> Tensor:
+    """Few-step sampler of a distilled student: `steps` network evaluations on `student_grid`, first-order ODE
+    steps between them, the last evaluation's output distribution as the result."""
+    output = student_output(flow, output_fn, shape, steps, generator=generator, callback=callback, device=device)
+    return final_value(output, final, generator)

@@ -38,8 +38,9 @@ from bfn.errors import CheckpointError, ConfigError
 from bfn.models.base import GenerativeModel
 from bfn.models.bfn import BFN
 from bfn.samplers.bfn_solver import solver_step
-from bfn.samplers.distilled import student_grid
+from bfn.samplers.distilled import student_grid, student_output
 from bfn.samplers.gaussian_path import GaussianPath
+from bfn.training.adversarial import build_critic, critic_loss, fake_format, real_format, student_loss
 from bfn.utils.io import atomic_write, atomic_write_text
 from bfn.utils.tensors import append_dims
 
@@ -57,6 +58,8 @@ class DistillSettings:
     trajectories: int = 1024
     chunk: int = 128  # trajectories per file (the unit of progress and resume of the teacher pass)
     seed: int = 0
+    adversarial: float = 0.0  # weight of the critic's term (bfn.training.adversarial); 0: trajectories only
+    adversarial_start: int = 600  # trainer steps of trajectory distillation before the critic joins
 
     def check(self) -> DistillSettings:
         if self.steps < 1 or self.steps & (self.steps - 1):
@@ -65,6 +68,9 @@ class DistillSettings:
             raise ConfigError(f"--substeps must be at least 1, got {self.substeps}")
         if self.trajectories < 1 or self.chunk < 1:
             raise ConfigError(f"--trajectories must be at least 1, got {self.trajectories}")
+        if not (math.isfinite(self.adversarial) and self.adversarial >= 0) or self.adversarial_start < 0:
+            raise ConfigError(f"--adversarial must be a weight >= 0 and --adversarial-start a step >= 0, got "
+                              f"{self.adversarial} and {self.adversarial_start}")
         return self
 
 
@@ -153,36 +159,85 @@ def load_trajectories(run_dir: Path, settings: DistillSettings) -> dict[str, Ten
 
 
 class TrajectoryDataset(torch.utils.data.Dataset):
-    """Item i = (teacher trajectory i packed into one flat float tensor, label 0): what the trainer batches."""
+    """Item i = (teacher trajectory i packed into one flat float tensor, label 0): what the trainer batches. With
+    `reals` (adversarial distillation), a training example is packed after the trajectory; the dataset is then as
+    long as the longer of the two, the shorter one cycling."""
 
-    def __init__(self, data: dict[str, Tensor]) -> None:
+    def __init__(self, data: dict[str, Tensor], reals: Tensor | None = None) -> None:
         self.packed = torch.cat([data["states"].flatten(1), data["end"].flatten(1)], 1)
+        self.reals = None if reals is None else reals.flatten(1).float()
 
     def __len__(self) -> int:
-        return self.packed.shape[0]
+        return max(self.packed.shape[0], 0 if self.reals is None else self.reals.shape[0])
 
     def __getitem__(self, i: int) -> tuple[Tensor, int]:
-        return self.packed[i], 0
+        item = self.packed[i % self.packed.shape[0]]
+        if self.reals is None:
+            return item, 0
+        return torch.cat([item, self.reals[i % self.reals.shape[0]]]), 0
 
 
 # --- the student ---------------------------------------------------------------------------------------------
 class DistillingBFN(BFN):
     """A BFN whose training loss (`forward`) is the distillation loss on packed teacher trajectories (see the
-    module docstring); its weights and config.json are a normal BFN's, plus the `distilled` entry."""
+    module docstring), plus, with `settings.adversarial` > 0, a critic's term (`bfn.training.adversarial`) from
+    trainer step `settings.adversarial_start` on. What it exports (`exported`) is a normal BFN: the student's
+    network and config.json with the `distilled` entry, without the critic."""
+
+    adv_step: Tensor
 
     def __init__(self, teacher: BFN, settings: DistillSettings, end_shape: tuple[int, ...]) -> None:
         super().__init__(copy.deepcopy(teacher.network), teacher.flow, layout=teacher.layout, loss=teacher.train_loss,
                          data=teacher.data)
+        method = "adversarial" if settings.adversarial > 0 else "trajectory"
         self.config = {**copy.deepcopy(teacher.config),
-                       "distilled": {"method": "trajectory", "teacher": settings.teacher, "steps": settings.steps,
-                                     "substeps": settings.substeps, "trajectories": settings.trajectories}}
+                       "distilled": {"method": method, "teacher": settings.teacher, "steps": settings.steps,
+                                     "substeps": settings.substeps, "trajectories": settings.trajectories,
+                                     **({"adversarial": settings.adversarial} if settings.adversarial > 0 else {})}}
         self.path = GaussianPath(self.flow)
         self.grid = student_grid(self.path, settings.steps)
         self.steps = settings.steps
         self.state_shape = self.flow.state_shape((1, *self.data_shape))[1:]
         self.end_shape = end_shape
+        self.adversarial = settings.adversarial
+        self.adversarial_start = settings.adversarial_start
+        self.critic = build_critic(self.data) if self.adversarial > 0 else None
+        self.register_buffer("adv_step", torch.zeros(()))  # trainer steps taken (float: EMA-safe; resumes)
+
+    def exported(self) -> BFN:
+        """The student as a plain BFN sharing this network (what the trainer writes to model.safetensors)."""
+        student = BFN(self.network, self.flow, layout=self.layout, loss=self.train_loss, data=self.data)
+        student.config = self.config
+        return student
+
+    def param_groups(self, weight_decay: float) -> list[dict[str, Any]]:
+        """AdamW groups: the student's parameters, and the critic's at ten times the learning rate (the usual
+        imbalance of GAN training, e.g. Heusel et al. 2017's two time-scale rule)."""
+        critic = [] if self.critic is None else list(self.critic.parameters())
+        ids = {id(p) for p in critic}
+        groups = [{"params": [p for p in self.parameters() if id(p) not in ids], "weight_decay": weight_decay}]
+        return groups + ([{"params": critic, "weight_decay": 0.0, "lr_scale": 10.0}] if critic else [])
 
     def forward(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
+        """Loss per example [B]: the distillation loss of a random interval of the nested grids, plus in the
+        adversarial phase w x (number of variables) x (student's + critic's adversarial terms)."""
+        per_traj = self.steps * math.prod(self.state_shape) + math.prod(self.end_shape)
+        loss = self.trajectory_loss(x[:, :per_traj])
+        adversarial = self.critic is not None and float(self.adv_step) >= self.adversarial_start
+        if self.training and torch.is_grad_enabled():
+            self.adv_step += 1
+        if not adversarial or self.critic is None:
+            return loss
+        real = x[:, per_traj:].reshape(x.shape[0], *self.data_shape)
+        if self.data.kind == "discrete":
+            real = real.round().long()
+        output = student_output(self.flow, self.output_distribution, (x.shape[0], *self.data_shape), self.steps,
+                                device=x.device)
+        fake = fake_format(output, self.data)
+        terms = student_loss(self.critic, fake) + critic_loss(self.critic, real_format(real, self.data), fake)
+        return loss + self.adversarial * math.prod(self.data_shape) * terms
+
+    def trajectory_loss(self, x: Tensor) -> Tensor:
         """Distillation loss per example [B] for a random interval [t_j, t_{j+m}] of the nested grids."""
         b, k = x.shape[0], self.steps
         per_state = math.prod(self.state_shape)
@@ -246,8 +301,21 @@ def bfn_teacher(model: GenerativeModel) -> BFN:
     return model
 
 
-def student_setup(teacher: BFN, run_dir: Path, settings: DistillSettings) -> tuple[DistillingBFN, Any, None]:
-    """(student, dataset, spec) for `trainer.train(..., setup=...)`."""
+def student_setup(teacher: BFN, run_dir: Path, settings: DistillSettings,
+                  reals: Tensor | None = None) -> tuple[DistillingBFN, Any, None]:
+    """(student, dataset, spec) for `trainer.train(..., setup=...)`; `reals`, the training data in data format,
+    is needed with `settings.adversarial` > 0."""
+    if settings.adversarial > 0 and reals is None:
+        raise ConfigError("adversarial distillation needs the teacher's training data")
     data = load_trajectories(run_dir, settings)
     student = DistillingBFN(teacher, settings, tuple(data["end"].shape[1:]))
-    return student, TrajectoryDataset(data), None
+    return student, TrajectoryDataset(data, reals if settings.adversarial > 0 else None), None
+
+
+def training_data(cfg: Any) -> Tensor:
+    """The teacher's training split (its config's `data`), stacked in data format [N, *S]."""
+    from bfn.data import load_dataset
+
+    dataset, _ = load_dataset(cfg.data.name, "train", root=cfg.data.root, **cfg.data.options)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=1024, shuffle=False)
+    return torch.cat([x for x, *_ in loader])

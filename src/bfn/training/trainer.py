@@ -94,6 +94,13 @@ def param_groups(model: nn.Module, weight_decay: float, decay_vectors: bool) -> 
             {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
 
 
+def exported(module: nn.Module) -> GenerativeModel:
+    """What a run exports: the module itself, or what its `exported()` returns (a distilling student without its
+    critic, `bfn.training.distill`)."""
+    export = getattr(module, "exported", None)
+    return export() if callable(export) else module  # type: ignore[return-value]
+
+
 def _lr_lambda(warmup: int):
     def f(step: int) -> float:
         return min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
@@ -167,8 +174,13 @@ class _Run:
             model, self.dataset, self.spec = setup()
             model = model.to(accelerator.device)
         self.ema = ema_model(model, tc.ema_decay, warmup=tc.ema_warmup)
-        optimizer = torch.optim.AdamW(param_groups(model, tc.weight_decay, tc.decay_vectors), lr=tc.lr,
-                                      betas=tuple(tc.betas), weight_decay=tc.weight_decay)  # type: ignore[arg-type]
+        own_groups = getattr(model, "param_groups", None)  # a model's own groups, e.g. a critic's learning rate
+        groups: list[dict[str, Any]] = (own_groups(tc.weight_decay) if callable(own_groups)
+                                        else param_groups(model, tc.weight_decay, tc.decay_vectors))
+        for group in groups:
+            group["lr"] = tc.lr * group.pop("lr_scale", 1.0)
+        optimizer = torch.optim.AdamW(groups, lr=tc.lr, betas=tuple(tc.betas),  # type: ignore[arg-type]
+                                      weight_decay=tc.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(tc.warmup_steps))
         if self.main:  # after every check of the config and the data, before the first read or write of the folder
             stack.enter_context(lock_run_dir(run_dir))
@@ -207,7 +219,7 @@ class _Run:
         self.saved_step = step
         if not self.main:
             return
-        save_pretrained(self.ema.module, self.run_dir, extra={"step": step})  # type: ignore[arg-type]
+        save_pretrained(exported(self.ema.module), self.run_dir, extra={"step": step})
         state = {"step": step, "elapsed": elapsed, "model": self.raw_model.state_dict(), "ema": self.ema.state_dict(),
                  "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                  "rng_cpu": torch.get_rng_state()}
