@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
@@ -120,11 +121,15 @@ def test_adversarial_distillation_end_to_end(tmp_path):
                  "train.steps=20", *common]) == 0
     args = ["distill", str(teacher), "--out", str(student), "--no-progress", "--trajectories", "32",
             "--student-steps", "2", "--substeps", "2", "--adversarial", "0.5", "--adversarial-start", "3",
-            "train.checkpoint_every=3", *common]
+            "train.checkpoint_every=3", "train.warmup_steps=1", *common]
     assert main([*args, "train.steps=6"]) == 0
     state = torch.load(student / "state.pt", weights_only=True)
     assert any(k.startswith("critic.") for k in state["model"]) and float(state["model"]["adv_step"]) == 6
     critic_before = {k: v.clone() for k, v in state["model"].items() if k.startswith("critic.")}
+    # from the critic's first step: the student at a tenth of train.lr, the critic at train.lr with beta_1 = 0
+    student_group, critic_group = state["optimizer"]["param_groups"]
+    assert student_group["lr"] == pytest.approx(0.1 * 2e-4) and critic_group["lr"] == pytest.approx(2e-4)
+    assert tuple(critic_group["betas"]) == (0.0, 0.99) and tuple(student_group["betas"]) == (0.9, 0.99)
     assert main([*args, "--resume", "train.steps=9"]) == 0
     state = torch.load(student / "state.pt", weights_only=True)
     assert any(not torch.equal(state["model"][k], v) for k, v in critic_before.items())  # the critic trains

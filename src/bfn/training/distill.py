@@ -14,7 +14,17 @@ interval [t_j, t_{j+m}] of the nested grids of n / m steps (m = 1, 2, 4, .. n):
   probabilities against the teacher's (squared error on the mean for continuous data, whose p_O is a point mass).
 This is knowledge distillation of the sampler's trajectory (Luhman & Luhman 2021) on the nested grids of
 progressive distillation (Salimans & Ho 2022) in one round, because the teacher's fine ODE solution is computed once
-and reused. The student's p_O is no longer a BFN output distribution in the paper's sense, so the BFN loss is not a
+and reused.
+
+A student of the ODE can only be as good as the ODE, and with an imperfect network the ODE ends a little away from
+the data (benchmarks/RESULTS.md). With `adversarial` w > 0, from trainer step `adversarial_start` on, a critic
+(`bfn.training.adversarial`) learns to tell the student's `steps`-evaluation draws from training examples, and the
+student's loss per example becomes distillation + w D (student's adversarial term), D the number of variables, so
+that w weighs the critic against the distillation error per variable (adversarial diffusion distillation, Sauer et
+al. 2023, with this trajectory loss as the distillation term). The critic and the student update in the same step
+from one batch of draws, each with its own objective (their gradients are kept apart).
+
+The student's p_O is no longer a BFN output distribution in the paper's sense, so the BFN loss is not a
 likelihood bound for it: its config.json records `distilled`, and `bfn eval --nll` refuses it.
 
 Training runs on the trainer (`bfn.training.trainer.train`, with this module's `setup`): progress, resume, the
@@ -45,6 +55,7 @@ from bfn.utils.io import atomic_write, atomic_write_text
 from bfn.utils.tensors import append_dims
 
 SETTINGS_NAME = "distill.json"
+ADVERSARIAL_LR_FACTOR = 0.1  # the student's learning rate in the adversarial phase, relative to train.lr
 TRAJ_DIR = "trajectories"
 
 
@@ -211,12 +222,18 @@ class DistillingBFN(BFN):
         return student
 
     def param_groups(self, weight_decay: float) -> list[dict[str, Any]]:
-        """AdamW groups: the student's parameters, and the critic's at ten times the learning rate (the usual
-        imbalance of GAN training, e.g. Heusel et al. 2017's two time-scale rule)."""
-        critic = [] if self.critic is None else list(self.critic.parameters())
+        """AdamW groups for the trainer. The student's learning rate drops to a tenth when the critic joins; the
+        critic learns at the student's first rate (ten times the student's from then on: the critic faster, Heusel
+        et al. 2017) with StyleGAN2's beta_1 = 0, beta_2 = 0.99 (Karras et al. 2020). On grey MNIST, the student at
+        the full rate against a critic at ten times it turned the student's draws to noise within 400 steps."""
+        if self.critic is None:
+            return [{"params": list(self.parameters()), "weight_decay": weight_decay}]
+        critic = list(self.critic.parameters())
         ids = {id(p) for p in critic}
-        groups = [{"params": [p for p in self.parameters() if id(p) not in ids], "weight_decay": weight_decay}]
-        return groups + ([{"params": critic, "weight_decay": 0.0, "lr_scale": 10.0}] if critic else [])
+        student = [p for p in self.parameters() if id(p) not in ids]
+        return [{"params": student, "weight_decay": weight_decay,
+                 "lr_scale_after": (self.adversarial_start, ADVERSARIAL_LR_FACTOR)},
+                {"params": critic, "weight_decay": 0.0, "betas": (0.0, 0.99)}]
 
     def forward(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
         """Loss per example [B]: the distillation loss of a random interval of the nested grids, plus in the

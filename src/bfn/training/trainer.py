@@ -101,9 +101,11 @@ def exported(module: nn.Module) -> GenerativeModel:
     return export() if callable(export) else module  # type: ignore[return-value]
 
 
-def _lr_lambda(warmup: int):
+def _lr_lambda(warmup: int, after: tuple[int, float] | None = None):
+    """Linear warm-up over `warmup` steps; with `after` = (step, factor), the factor from that step on."""
     def f(step: int) -> float:
-        return min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
+        scale = min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
+        return scale * after[1] if after is not None and step >= after[0] else scale
     return f
 
 
@@ -177,11 +179,13 @@ class _Run:
         own_groups = getattr(model, "param_groups", None)  # a model's own groups, e.g. a critic's learning rate
         groups: list[dict[str, Any]] = (own_groups(tc.weight_decay) if callable(own_groups)
                                         else param_groups(model, tc.weight_decay, tc.decay_vectors))
-        for group in groups:
+        lambdas = []
+        for group in groups:  # a group may scale train.lr (lr_scale), from some step on (lr_scale_after)
             group["lr"] = tc.lr * group.pop("lr_scale", 1.0)
+            lambdas.append(_lr_lambda(tc.warmup_steps, group.pop("lr_scale_after", None)))
         optimizer = torch.optim.AdamW(groups, lr=tc.lr, betas=tuple(tc.betas),  # type: ignore[arg-type]
                                       weight_decay=tc.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(tc.warmup_steps))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
         if self.main:  # after every check of the config and the data, before the first read or write of the folder
             stack.enter_context(lock_run_dir(run_dir))
         self.start_step, self.elapsed_before = 0, 0.0
