@@ -1,5 +1,6 @@
-"""`bfn distill RUN`: distill a trained BFN into a few-step student (`bfn.training.distill`), then sample it with
-`bfn sample STUDENT --sampler distilled --steps 1|2|4`."""
+"""`bfn distill RUN`: distill a trained BFN into a few-step student (`bfn.training.distill`): 600 steps on its
+teacher's ODE trajectories, then 400 with a critic against the training data (`--adversarial`, 0 turns it off);
+sample it with `bfn sample STUDENT --sampler distilled --steps 1|2|4`."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ EPILOG = """examples:
   bfn distill runs/mnist-discrete                        # student in runs/mnist-discrete-student
   bfn distill runs/mnist-discrete --resume               # continue a stopped distillation
   bfn distill runs/mnist-discrete train.steps=300 train.threads=1
+  bfn distill runs/mnist-discrete --adversarial 0           # the teacher's ODE trajectories only (600 steps)
   bfn sample runs/mnist-discrete-student --sampler distilled --steps 2
 """
 
