@@ -113,3 +113,15 @@ def unconditional_options(cfg: Any, known: tuple[str, ...], family: str, noun: s
     if getattr(cfg, "conditional", False):
         raise ConfigError(f"{noun} is unconditional here; set model.conditional=false")
     return opts
+
+
+class ScalarHead(nn.Module):
+    """A network with one output per example, returned as [B] (the critics of the GANs and of adversarial
+    distillation)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x).reshape(x.shape[0])

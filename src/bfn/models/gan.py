@@ -34,7 +34,16 @@ from torch.func import functional_call
 from bfn.data.spec import DataSpec
 from bfn.errors import ConfigError
 from bfn.models.base import Capabilities, FinalChoice, GenerativeModel, SampleCallback, SampleStep
-from bfn.models.family_nets import MLP, ConvDecoder, ConvEncoder, image_side, option, pick_arch, unconditional_options
+from bfn.models.family_nets import (
+    MLP,
+    ConvDecoder,
+    ConvEncoder,
+    ScalarHead,
+    image_side,
+    option,
+    pick_arch,
+    unconditional_options,
+)
 
 OPTIONS = ("latent_dim", "width", "arch", "n_critic", "gp_weight")
 
@@ -47,15 +56,6 @@ def gradient_penalty(critic: nn.Module, real: Tensor, fake: Tensor, eps: Tensor)
     d = critic(x_hat)
     (grad,) = torch.autograd.grad(d.sum(), x_hat, create_graph=True)
     return (grad.flatten(1).norm(dim=1) - 1).square()
-
-
-class _Critic(nn.Module):
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net(x).view(x.shape[0])
 
 
 class GAN(GenerativeModel):
@@ -80,10 +80,10 @@ class GAN(GenerativeModel):
         if pick_arch(arch, data.shape) == "conv":
             side = image_side(data.shape) or 4
             self.generator: nn.Module = ConvDecoder(latent_dim, c, side, 2 * width)
-            self.critic: nn.Module = _Critic(ConvEncoder(c, side, 1, width, norm=True))
+            self.critic: nn.Module = ScalarHead(ConvEncoder(c, side, 1, width, norm=True))
         else:
             self.generator = MLP(latent_dim, data.shape, 4 * width, depth=2)
-            self.critic = _Critic(MLP(data.dims, (1,), 4 * width, depth=2))
+            self.critic = ScalarHead(MLP(data.dims, (1,), 4 * width, depth=2))
         self.register_buffer("step", torch.zeros(()))  # float: the training EMA averages float buffers only
 
     @property

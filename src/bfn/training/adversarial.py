@@ -29,7 +29,7 @@ from torch.func import functional_call
 
 from bfn.data.spec import DataSpec
 from bfn.flows.distributions import sample_categorical
-from bfn.models.family_nets import MLP, ConvEncoder, image_side
+from bfn.models.family_nets import MLP, ConvEncoder, ScalarHead, image_side
 from bfn.utils.binned import bin_centres, bin_index
 
 R1_GAMMA = 1.0
@@ -40,17 +40,8 @@ def build_critic(data: DataSpec, width: int = 64) -> nn.Module:
     4k (DCGAN-sized, Radford et al. 2016), an MLP otherwise; input in `critic_format`, output [B]."""
     shape = critic_shape(data)
     if image_side(shape):
-        return _Flat(ConvEncoder(shape[0], shape[1], 1, width, norm=True))
-    return _Flat(MLP(int(torch.Size(shape).numel()), (1,), 4 * width, depth=2))
-
-
-class _Flat(nn.Module):
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net(x).reshape(x.shape[0])
+        return ScalarHead(ConvEncoder(shape[0], shape[1], 1, width, norm=True))
+    return ScalarHead(MLP(int(torch.Size(shape).numel()), (1,), 4 * width, depth=2))
 
 
 def critic_shape(data: DataSpec) -> tuple[int, ...]:
