@@ -64,12 +64,6 @@ def own_data_format(cfg: Any) -> Any:
     return user_format(options.pop("path", None), options)
 
 
-def user_samples(cfg: Any, x: torch.Tensor) -> Any:
-    """Model-format samples of a run on the user's own data (`data.name=array`), as a numpy array in the user's
-    layout, value range and dtype."""
-    return own_data_format(cfg).to_user(x)
-
-
 def user_units_shift(fmt: Any, kind: str, dims: int) -> float | None:
     """What turns an NLL of scaled continuous own data (format `fmt`) into the user's units: x = m + s x' with
     s = (high - low) / 2 per value, so -ln p(x) = -ln p(x') + sum ln s (change of variables); None where nothing
