@@ -121,6 +121,7 @@ def test_adversarial_distillation_end_to_end(tmp_path):
                  "train.steps=20", *common]) == 0
     args = ["distill", str(teacher), "--out", str(student), "--no-progress", "--trajectories", "32",
             "--student-steps", "2", "--substeps", "2", "--adversarial", "0.5", "--adversarial-start", "3",
+            "--adversarial-nfe", "2,1",
             "train.checkpoint_every=3", "train.warmup_steps=1", *common]
     assert main([*args, "train.steps=6"]) == 0
     state = torch.load(student / "state.pt", weights_only=True)
@@ -136,8 +137,58 @@ def test_adversarial_distillation_end_to_end(tmp_path):
     # the export is a plain BFN: no critic, no step counter, and a config that says how it was made
     assert all(k.startswith("network.") for k in load_file(student / "model.safetensors"))
     record = json.loads((student / "config.json").read_text())["distilled"]
-    assert record["method"] == "adversarial" and record["adversarial"] == 0.5
+    assert record["method"] == "adversarial" and record["adversarial"] == 0.5 and record["adversarial_nfe"] == [1, 2]
     model = from_pretrained(student)
     assert type(model) is BFN and model.capabilities.likelihood == "none"
     x = model.sample(16, 2, sampler="distilled", generator=torch.Generator().manual_seed(0))
     assert x.shape == (16, 1) and torch.isfinite(x).all()
+
+
+def test_the_critic_sees_draws_of_every_listed_number_of_evaluations(monkeypatch):
+    """With adversarial_nfe [1, 2] each adversarial batch draws fakes with 1 or 2 evaluations, both turn up (30
+    batches: both missing by chance has probability 2^-29), and no other number does."""
+    import bfn.training.distill as distill
+    from bfn.config import load_config
+    from bfn.data import load_dataset
+    from bfn.models import build_model
+
+    cfg = load_config("mixture-1d")
+    cfg.model.network.kwargs = {**cfg.model.network.kwargs, "hidden": 8}
+    spec = load_dataset(cfg.data.name, "test", root=cfg.data.root, **cfg.data.options)[1]
+    teacher = build_model(cfg.model, spec)
+    settings = distill.DistillSettings(teacher="t", steps=4, trajectories=4, adversarial=1.0, adversarial_start=0,
+                                       adversarial_nfe=[1, 2]).check()
+    chunk = distill.teacher_chunk(teacher, settings, 4, torch.Generator().manual_seed(0))
+    student = distill.DistillingBFN(teacher, settings, tuple(chunk["end"].shape[1:]))
+    assert student.config["distilled"]["adversarial_nfe"] == [1, 2]
+    reals = torch.randn(4, *teacher.data_shape)
+    batch = torch.stack([distill.TrajectoryDataset(chunk, reals)[i][0] for i in range(4)])
+    seen: list[int] = []
+    real_output = distill.student_output
+
+    def recording(flow, output_fn, shape, steps, **kwargs):
+        seen.append(steps)
+        return real_output(flow, output_fn, shape, steps, **kwargs)
+
+    monkeypatch.setattr(distill, "student_output", recording)
+    for _ in range(30):
+        assert torch.isfinite(student(batch)).all()
+    assert set(seen) == {1, 2} and len(seen) == 30
+
+
+@pytest.mark.parametrize("nfe", [[3], [8], []])
+def test_adversarial_nfe_must_be_served_by_the_student(nfe):
+    from bfn.errors import ConfigError
+    from bfn.training.distill import DistillSettings
+
+    with pytest.raises(ConfigError, match="--adversarial-nfe"):
+        DistillSettings(teacher="t", steps=4, adversarial=1.0, adversarial_nfe=nfe).check()
+
+
+def test_adversarial_nfe_parses_a_list_and_names_a_bad_one():
+    from bfn.commands.distill import nfe_list
+    from bfn.errors import ConfigError
+
+    assert nfe_list("4, 1,2,1") == [1, 2, 4] and nfe_list(None) is None
+    with pytest.raises(ConfigError, match="whole numbers separated by commas"):
+        nfe_list("1;2")

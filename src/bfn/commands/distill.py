@@ -49,10 +49,23 @@ def register(subparsers: Any) -> None:
                         f"2023); 0 turns it off (default {ADVERSARIAL})")
     p.add_argument("--adversarial-start", type=int, default=600,
                    help="trainer steps of trajectory distillation before the critic joins (default 600)")
+    p.add_argument("--adversarial-nfe", default=None, metavar="N,N,..",
+                   help="evaluations of the student's draws that the critic sees, one at random per batch, e.g. "
+                        "1,2,4 (default: --student-steps only)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="device")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--debug", action="store_true", help="show the full traceback on errors")
     p.set_defaults(func=run)
+
+
+def nfe_list(text: str | None) -> list[int] | None:
+    """'1,2,4' -> [1, 2, 4]; a ConfigError naming the value if it is not a list of whole numbers."""
+    if text is None:
+        return None
+    parts = [part.strip() for part in text.split(",")]
+    if not all(part.isdigit() for part in parts):
+        raise ConfigError(f"--adversarial-nfe takes whole numbers separated by commas, e.g. 1,2,4; got {text!r}")
+    return sorted({int(part) for part in parts})
 
 
 def run(args: argparse.Namespace) -> int:
@@ -87,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
                                   "another --out directory")
         settings = DistillSettings(teacher=str(teacher_dir), steps=args.student_steps, substeps=args.substeps,
                                    trajectories=args.trajectories, seed=args.seed, adversarial=args.adversarial,
-                                   adversarial_start=args.adversarial_start).check()
+                                   adversarial_start=args.adversarial_start,
+                                   adversarial_nfe=nfe_list(args.adversarial_nfe)).check()
     extra = [ADVERSARIAL_STEPS] if settings.adversarial > 0 else []
     cfg = load_config(str(teacher_dir / "config.yaml"), [*DEFAULTS, *extra, *args.overrides])
     cfg.name = out.name

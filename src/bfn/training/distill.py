@@ -71,6 +71,8 @@ class DistillSettings:
     seed: int = 0
     adversarial: float = 0.0  # weight of the critic's term (bfn.training.adversarial); 0: trajectories only
     adversarial_start: int = 600  # trainer steps of trajectory distillation before the critic joins
+    adversarial_nfe: list[int] | None = None  # evaluations of the draws the critic sees, one at random per batch;
+    #                                            None: `steps` only
 
     def check(self) -> DistillSettings:
         if self.steps < 1 or self.steps & (self.steps - 1):
@@ -82,7 +84,17 @@ class DistillSettings:
         if not (math.isfinite(self.adversarial) and self.adversarial >= 0) or self.adversarial_start < 0:
             raise ConfigError(f"--adversarial must be a weight >= 0 and --adversarial-start a step >= 0, got "
                               f"{self.adversarial} and {self.adversarial_start}")
+        nested = [2**i for i in range(int(math.log2(self.steps)) + 1)]
+        if self.adversarial_nfe is not None and (not self.adversarial_nfe
+                                                 or any(n not in nested for n in self.adversarial_nfe)):
+            raise ConfigError(f"--adversarial-nfe must list evaluations the student serves ({nested}), got "
+                              f"{self.adversarial_nfe}")
         return self
+
+    @property
+    def critic_nfe(self) -> list[int]:
+        """The evaluations of the draws the critic sees (one, at random, per batch)."""
+        return list(self.adversarial_nfe) if self.adversarial_nfe else [self.steps]
 
 
 def write_settings(run_dir: Path, settings: DistillSettings) -> None:
@@ -204,7 +216,8 @@ class DistillingBFN(BFN):
         self.config = {**copy.deepcopy(teacher.config),
                        "distilled": {"method": method, "teacher": settings.teacher, "steps": settings.steps,
                                      "substeps": settings.substeps, "trajectories": settings.trajectories,
-                                     **({"adversarial": settings.adversarial} if settings.adversarial > 0 else {})}}
+                                     **({"adversarial": settings.adversarial, "adversarial_nfe": settings.critic_nfe}
+                                        if settings.adversarial > 0 else {})}}
         self.path = GaussianPath(self.flow)
         self.grid = student_grid(self.path, settings.steps)
         self.steps = settings.steps
@@ -212,6 +225,7 @@ class DistillingBFN(BFN):
         self.end_shape = end_shape
         self.adversarial = settings.adversarial
         self.adversarial_start = settings.adversarial_start
+        self.critic_nfe = settings.critic_nfe
         self.critic = build_critic(self.data) if self.adversarial > 0 else None
         self.register_buffer("adv_step", torch.zeros(()))  # trainer steps taken (float: EMA-safe; resumes)
 
@@ -237,7 +251,8 @@ class DistillingBFN(BFN):
 
     def forward(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
         """Loss per example [B]: the distillation loss of a random interval of the nested grids, plus in the
-        adversarial phase w x (number of variables) x (student's + critic's adversarial terms)."""
+        adversarial phase w x (number of variables) x (student's + critic's adversarial terms), on draws of a number
+        of evaluations picked at random per batch from `critic_nfe`."""
         per_traj = self.steps * math.prod(self.state_shape) + math.prod(self.end_shape)
         loss = self.trajectory_loss(x[:, :per_traj])
         adversarial = self.critic is not None and float(self.adv_step) >= self.adversarial_start
@@ -248,7 +263,8 @@ class DistillingBFN(BFN):
         real = x[:, per_traj:].reshape(x.shape[0], *self.data_shape)
         if self.data.kind == "discrete":
             real = real.round().long()
-        output = student_output(self.flow, self.output_distribution, (x.shape[0], *self.data_shape), self.steps,
+        nfe = self.critic_nfe[int(torch.randint(len(self.critic_nfe), ()))]  # this batch's path
+        output = student_output(self.flow, self.output_distribution, (x.shape[0], *self.data_shape), nfe,
                                 device=x.device)
         fake = fake_format(output, self.data)
         terms = student_loss(self.critic, fake) + critic_loss(self.critic, real_format(real, self.data), fake)
