@@ -183,21 +183,23 @@ def load_trajectories(run_dir: Path, settings: DistillSettings) -> dict[str, Ten
 
 class TrajectoryDataset(torch.utils.data.Dataset):
     """Item i = (teacher trajectory i packed into one flat float tensor, label 0): what the trainer batches. With
-    `reals` (adversarial distillation), a training example is packed after the trajectory; the dataset is then as
-    long as the longer of the two, the shorter one cycling."""
+    `reals` (adversarial distillation: a dataset whose items start with an example in data format, or a tensor of
+    examples), a training example is packed after the trajectory, read from `reals` when the item is asked for;
+    the dataset is then as long as the longer of the two, the shorter one cycling."""
 
-    def __init__(self, data: dict[str, Tensor], reals: Tensor | None = None) -> None:
+    def __init__(self, data: dict[str, Tensor], reals: torch.utils.data.Dataset | Tensor | None = None) -> None:
         self.packed = torch.cat([data["states"].flatten(1), data["end"].flatten(1)], 1)
-        self.reals = None if reals is None else reals.flatten(1).float()
+        self.reals = torch.utils.data.TensorDataset(reals) if isinstance(reals, Tensor) else reals
 
     def __len__(self) -> int:
-        return max(self.packed.shape[0], 0 if self.reals is None else self.reals.shape[0])
+        return max(self.packed.shape[0], 0 if self.reals is None else len(self.reals))  # type: ignore[arg-type]
 
     def __getitem__(self, i: int) -> tuple[Tensor, int]:
         item = self.packed[i % self.packed.shape[0]]
         if self.reals is None:
             return item, 0
-        return torch.cat([item, self.reals[i % self.reals.shape[0]]]), 0
+        real = self.reals[i % len(self.reals)][0]  # type: ignore[arg-type]
+        return torch.cat([item, torch.as_tensor(real).flatten().float()]), 0
 
 
 # --- the student ---------------------------------------------------------------------------------------------
@@ -335,9 +337,9 @@ def bfn_teacher(model: GenerativeModel) -> BFN:
 
 
 def student_setup(teacher: BFN, run_dir: Path, settings: DistillSettings,
-                  reals: Tensor | None = None) -> tuple[DistillingBFN, Any, None]:
-    """(student, dataset, spec) for `trainer.train(..., setup=...)`; `reals`, the training data in data format,
-    is needed with `settings.adversarial` > 0."""
+                  reals: torch.utils.data.Dataset | Tensor | None = None) -> tuple[DistillingBFN, Any, None]:
+    """(student, dataset, spec) for `trainer.train(..., setup=...)`; `reals`, the training data (items or rows
+    in data format, `training_data`), is needed with `settings.adversarial` > 0."""
     if settings.adversarial > 0 and reals is None:
         raise ConfigError("adversarial distillation needs the teacher's training data")
     data = load_trajectories(run_dir, settings)
@@ -345,10 +347,9 @@ def student_setup(teacher: BFN, run_dir: Path, settings: DistillSettings,
     return student, TrajectoryDataset(data, reals if settings.adversarial > 0 else None), None
 
 
-def training_data(cfg: Any) -> Tensor:
-    """The teacher's training split (its config's `data`), stacked in data format [N, *S]."""
+def training_data(cfg: Any) -> torch.utils.data.Dataset:
+    """The teacher's training split (its config's `data`): a dataset whose items start with an example in data
+    format, read as the trainer asks for them (not held in memory at once)."""
     from bfn.data import load_dataset
 
-    dataset, _ = load_dataset(cfg.data.name, "train", root=cfg.data.root, **cfg.data.options)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=1024, shuffle=False)
-    return torch.cat([x for x, *_ in loader])
+    return load_dataset(cfg.data.name, "train", root=cfg.data.root, **cfg.data.options)[0]
