@@ -189,6 +189,6 @@ def test_adversarial_nfe_parses_a_list_and_names_a_bad_one():
     from bfn.commands.distill import nfe_list
     from bfn.errors import ConfigError
 
-    assert nfe_list("4, 1,2,1") == [1, 2, 4] and nfe_list(None) is None
+    assert nfe_list("4, 1,2,1") == [1, 1, 2, 4] and nfe_list(None) is None
     with pytest.raises(ConfigError, match="whole numbers separated by commas"):
         nfe_list("1;2")

@@ -51,7 +51,7 @@ def register(subparsers: Any) -> None:
                    help="trainer steps of trajectory distillation before the critic joins (default 600)")
     p.add_argument("--adversarial-nfe", default=None, metavar="N,N,..",
                    help="evaluations of the student's draws that the critic sees, one at random per batch, e.g. "
-                        "1,2,4 (default: --student-steps only)")
+                        "1,2,4 (1,1,2,4: 1 in half the batches; default: --student-steps only)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="device")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--debug", action="store_true", help="show the full traceback on errors")
@@ -59,13 +59,14 @@ def register(subparsers: Any) -> None:
 
 
 def nfe_list(text: str | None) -> list[int] | None:
-    """'1,2,4' -> [1, 2, 4]; a ConfigError naming the value if it is not a list of whole numbers."""
+    """'4,1,2,1' -> [1, 1, 2, 4] (a number listed twice is drawn twice as often); a ConfigError naming the value if
+    it is not a list of whole numbers."""
     if text is None:
         return None
     parts = [part.strip() for part in text.split(",")]
     if not all(part.isdigit() for part in parts):
         raise ConfigError(f"--adversarial-nfe takes whole numbers separated by commas, e.g. 1,2,4; got {text!r}")
-    return sorted({int(part) for part in parts})
+    return sorted(int(part) for part in parts)
 
 
 def run(args: argparse.Namespace) -> int:
