@@ -16,6 +16,7 @@ EPILOG = """examples:
   bfn distill runs/mnist-discrete --resume               # continue a stopped distillation
   bfn distill runs/mnist-discrete train.steps=300 train.threads=1
   bfn distill runs/mnist-discrete --adversarial 0           # the teacher's ODE trajectories only (600 steps)
+  bfn distill runs/mnist-discrete --adversarial-nfe 1,2,4   # the critic also trains the 1- and 2-step samplers
   bfn sample runs/mnist-discrete-student --sampler distilled --steps 2
 """
 

@@ -22,7 +22,9 @@ the data (benchmarks/RESULTS.md). With `adversarial` w > 0, from trainer step `a
 student's loss per example becomes distillation + w D (student's adversarial term), D the number of variables, so
 that w weighs the critic against the distillation error per variable (adversarial diffusion distillation, Sauer et
 al. 2023, with this trajectory loss as the distillation term). The critic and the student update in the same step
-from one batch of draws, each with its own objective (their gradients are kept apart).
+from one batch of draws, each with its own objective (their gradients are kept apart). The draws take `steps`
+evaluations, or a number drawn per batch from `adversarial_nfe` (e.g. [1, 2, 4]: the critic then trains the
+student's shorter samplers too, which the trajectory loss alone leaves blurred at 1 evaluation on discrete data).
 
 The student's p_O is no longer a BFN output distribution in the paper's sense, so the BFN loss is not a
 likelihood bound for it: its config.json records `distilled`, and `bfn eval --nll` refuses it.
