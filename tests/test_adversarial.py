@@ -161,7 +161,7 @@ def test_the_critic_sees_draws_of_every_listed_number_of_evaluations(monkeypatch
     chunk = distill.teacher_chunk(teacher, settings, 4, torch.Generator().manual_seed(0))
     student = distill.DistillingBFN(teacher, settings, tuple(chunk["end"].shape[1:]))
     assert student.config["distilled"]["adversarial_nfe"] == [1, 2]
-    reals = torch.randn(4, *teacher.data_shape)
+    reals = torch.utils.data.TensorDataset(torch.randn(4, *teacher.data_shape))
     batch = torch.stack([distill.TrajectoryDataset(chunk, reals)[i][0] for i in range(4)])
     seen: list[int] = []
     real_output = distill.student_output

@@ -185,13 +185,13 @@ def load_trajectories(run_dir: Path, settings: DistillSettings) -> dict[str, Ten
 
 class TrajectoryDataset(torch.utils.data.Dataset):
     """Item i = (teacher trajectory i packed into one flat float tensor, label 0): what the trainer batches. With
-    `reals` (adversarial distillation: a dataset whose items start with an example in data format, or a tensor of
-    examples), a training example is packed after the trajectory, read from `reals` when the item is asked for;
-    the dataset is then as long as the longer of the two, the shorter one cycling."""
+    `reals` (adversarial distillation: a dataset whose items start with an example in data format), a training
+    example is packed after the trajectory, read from `reals` when the item is asked for; the dataset is then as
+    long as the longer of the two, the shorter one cycling."""
 
-    def __init__(self, data: dict[str, Tensor], reals: torch.utils.data.Dataset | Tensor | None = None) -> None:
+    def __init__(self, data: dict[str, Tensor], reals: torch.utils.data.Dataset | None = None) -> None:
         self.packed = torch.cat([data["states"].flatten(1), data["end"].flatten(1)], 1)
-        self.reals = torch.utils.data.TensorDataset(reals) if isinstance(reals, Tensor) else reals
+        self.reals = reals
 
     def __len__(self) -> int:
         return max(self.packed.shape[0], 0 if self.reals is None else len(self.reals))  # type: ignore[arg-type]
@@ -339,9 +339,9 @@ def bfn_teacher(model: GenerativeModel) -> BFN:
 
 
 def student_setup(teacher: BFN, run_dir: Path, settings: DistillSettings,
-                  reals: torch.utils.data.Dataset | Tensor | None = None) -> tuple[DistillingBFN, Any, None]:
-    """(student, dataset, spec) for `trainer.train(..., setup=...)`; `reals`, the training data (items or rows
-    in data format, `training_data`), is needed with `settings.adversarial` > 0."""
+                  reals: torch.utils.data.Dataset | None = None) -> tuple[DistillingBFN, Any, None]:
+    """(student, dataset, spec) for `trainer.train(..., setup=...)`; `reals`, the training data (`training_data`),
+    is needed with `settings.adversarial` > 0."""
     if settings.adversarial > 0 and reals is None:
         raise ConfigError("adversarial distillation needs the teacher's training data")
     data = load_trajectories(run_dir, settings)
